@@ -127,12 +127,21 @@ class tls_backend {
 
 // The backends this build has (nullptr when unavailable).
 const tls_backend* find_backend(ssl_implementation impl) noexcept;
+// Each implementation folder provides its backend (nullptr when that implementation is unavailable).
+const tls_backend* openssl_backend_instance() noexcept;
+const tls_backend* gnutls_backend_instance() noexcept;
+// Frees native certificates for native_certificate (defined in the implementation folders).
+void openssl_free_x509(x509_st* cert) noexcept;
+void gnutls_free_certificate(gnutls_x509_crt_int* cert) noexcept;
 
 // Implementation-specific native entry points (defined in the implementation folders).
 std::unique_ptr<tls_engine> openssl_engine_from_ctx(ssl_ctx_st* borrowed, const engine_params& params, transport& t);
 std::unique_ptr<tls_engine> openssl_engine_adopt(adopted_ssl_pointer ssl, const engine_params& params, transport& t);
 std::unique_ptr<tls_engine> gnutls_engine_adopt(adopted_gnutls_session session, const engine_params& params,
                                                 transport& t);
+// The GnuTLS backend (tls/gnutls), and the free function behind native_certificate's destructor.
+const tls_backend* gnutls_backend_instance() noexcept;
+void gnutls_free_certificate(gnutls_x509_crt_int* crt) noexcept;
 
 // The central dispatch on the :ssl-ctx value (tls/attach.cpp): builds the engine for a spec.
 // Consumes adopted handles (freed on failure too). Throws ssl_condition.
