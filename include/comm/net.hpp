@@ -97,9 +97,9 @@ class socket_handle {
 };
 
 struct connect_options {
-  std::optional<milliseconds> timeout;  // connect timeout (all addresses together); none = the OS's
-  std::string local_address;            // bind before connect; empty = OS chooses
-  std::string local_port;               // number or service name; empty = OS chooses
+  std::optional<milliseconds> timeout{};  // connect timeout (all addresses together); none = the OS's
+  std::string local_address{};            // bind before connect; empty = OS chooses
+  std::string local_port{};               // number or service name; empty = OS chooses
   bool nodelay = true;                  // TCP_NODELAY
   bool keepalive = false;               // SO_KEEPALIVE
   address_family family = address_family::any;
@@ -112,7 +112,7 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
                                     const connect_options& options = {});
 
 struct listen_options {
-  std::string address;  // empty = all addresses (IPv6 dual-stack where available, else IPv4)
+  std::string address{};  // empty = all addresses (IPv6 dual-stack where available, else IPv4)
   int backlog = 128;
   bool reuseaddr = true;
   bool reuseport = false;

@@ -26,8 +26,8 @@ class stream_core;
 enum class direction { input, output, io };
 
 struct stream_options {
-  std::optional<milliseconds> read_timeout;   // none = may block forever
-  std::optional<milliseconds> write_timeout;
+  std::optional<milliseconds> read_timeout{};   // none = may block forever
+  std::optional<milliseconds> write_timeout{};
   std::size_t buffer_size = 16 * 1024;        // each of the input and output buffers
   std::size_t max_line_length = 64 * 1024;    // read_line refuses longer lines
 };
@@ -118,22 +118,22 @@ bool socket_stream_handshake(socket_stream& stream, std::optional<milliseconds> 
 
 // ---------------------------------------------------------------------------------------------
 struct open_tcp_stream_options {
-  std::optional<milliseconds> timeout;        // connect timeout
-  std::optional<milliseconds> read_timeout;
-  std::optional<milliseconds> write_timeout;
-  std::string local_address;
-  std::string local_port;
+  std::optional<milliseconds> timeout{};        // connect timeout
+  std::optional<milliseconds> read_timeout{};
+  std::optional<milliseconds> write_timeout{};
+  std::string local_address{};
+  std::string local_port{};
   bool nodelay = true;
   bool keepalive = false;
   address_family family = address_family::any;
   std::size_t buffer_size = 16 * 1024;
   // TLS (client side). An adopted native handle is not accepted here (does not compile).
-  client_ssl_ctx_spec ssl_ctx;
-  comm::ctx_configure_callback ctx_configure_callback;
-  comm::ssl_configure_callback ssl_configure_callback;
-  std::optional<milliseconds> handshake_timeout;
+  client_ssl_ctx_spec ssl_ctx{};
+  comm::ctx_configure_callback ctx_configure_callback{};
+  comm::ssl_configure_callback ssl_configure_callback{};
+  std::optional<milliseconds> handshake_timeout{};
   // SNI: empty = the host, when it is a name; the certificate is checked against the host.
-  std::string tlsext_host_name;
+  std::string tlsext_host_name{};
 };
 
 // Connects (and with ssl_ctx set, attaches TLS as a client). Throws socket_connect_error,
@@ -148,7 +148,7 @@ outcome<socket_stream> try_open_tcp_stream(std::string_view host, std::string_vi
 // Servers: a handler per accepted connection, on a bounded pool of threads.
 struct server_options {
   std::string service = "0";  // port; "0" = ephemeral (see announce / server::local_port)
-  std::string address;        // bind address; empty = all
+  std::string address{};        // bind address; empty = all
   int backlog = 128;
   bool nodelay = true;
   bool keepalive = false;
@@ -159,13 +159,13 @@ struct server_options {
   stream_options stream;
   // TLS (server side): each accepted stream attaches TLS before the handler runs; a client that
   // fails its handshake is closed and reported to tls_error_callback, never to the handler.
-  ssl_abstract_context ssl_ctx;
+  ssl_abstract_context ssl_ctx{};
   std::optional<milliseconds> handshake_timeout = std::chrono::seconds(10);
-  std::function<void(const std::exception&)> tls_error_callback;
+  std::function<void(const std::exception&)> tls_error_callback{};
   // Called once the socket is listening, with its port; or with the start-up error (port 0).
-  std::function<void(std::uint16_t port, std::exception_ptr error)> announce;
+  std::function<void(std::uint16_t port, std::exception_ptr error)> announce{};
   // An exception escaping a handler is passed here (and the server goes on).
-  std::function<void(std::exception_ptr)> handler_error_callback;
+  std::function<void(std::exception_ptr)> handler_error_callback{};
   std::string name = "comm server";
 };
 

@@ -1,0 +1,46 @@
+// Internal helpers of the net layer: endpoint <-> sockaddr, error text, poll with a deadline.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "comm/net.hpp"
+
+namespace comm::detail {
+
+struct sockaddr_buf {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  const sockaddr* get() const noexcept { return reinterpret_cast<const sockaddr*>(&storage); }
+  int family() const noexcept { return storage.ss_family; }
+};
+
+sockaddr_buf to_sockaddr(const endpoint& ep) noexcept;
+// v4-mapped IPv6 addresses (from a dual-stack socket) come back as IPv4.
+std::optional<endpoint> from_sockaddr(const sockaddr* sa, socklen_t length) noexcept;
+
+inline std::error_code errno_code(int e) noexcept { return {e, std::generic_category()}; }
+// "Connection refused"
+inline std::string errno_text(int e) { return std::generic_category().message(e); }
+// "host:service", with IPv6 literals in brackets.
+std::string host_port_text(std::string_view host, std::string_view service);
+
+using clock = std::chrono::steady_clock;
+// Milliseconds left until deadline for poll(): -1 = forever, 0 = expired.
+int poll_timeout_ms(const std::optional<clock::time_point>& deadline) noexcept;
+inline std::optional<clock::time_point> deadline_after(std::optional<milliseconds> t) {
+  if (!t) return std::nullopt;
+  return clock::now() + *t;
+}
+
+// Polls one descriptor for events until the deadline. Returns revents, 0 on timeout,
+// -1 with errno on failure (EINTR is retried with the remaining time).
+int poll_one(int fd, short events, const std::optional<clock::time_point>& deadline) noexcept;
+
+}  // namespace comm::detail

@@ -1,0 +1,229 @@
+// Sockets: connect with a shared timeout, listening sockets, socket options.
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "net/sockaddr.hpp"
+
+namespace comm {
+
+void socket_handle::reset(int fd) noexcept {
+  if (fd_ >= 0 && fd_ != fd) ::close(fd_);
+  fd_ = fd;
+}
+
+namespace {
+
+void set_int_option(int fd, int level, int name, int value, const char* what) {
+  if (::setsockopt(fd, level, name, &value, sizeof value) != 0) {
+    int e = errno;
+    throw socket_create_error(detail::errno_code(e), std::string("setsockopt ") + what);
+  }
+}
+
+// The local address to bind to before connect, for the family of the target.
+std::optional<endpoint> local_endpoint_for(const connect_options& o, int family) {
+  if (o.local_address.empty() && o.local_port.empty()) return std::nullopt;
+  std::uint16_t port;
+  try {
+    port = resolve_service(o.local_port);
+  } catch (const socket_error& e) {
+    throw socket_create_error(e.code(), std::string("bind: ") + e.what());
+  }
+  if (o.local_address.empty())
+    return endpoint{family == AF_INET6 ? ip_address::any_v6() : ip_address::any_v4(), port};
+  std::vector<ip_address> candidates;
+  if (auto a = ip_address::try_parse(o.local_address))
+    candidates.push_back(*a);
+  else
+    candidates = get_host_addresses(o.local_address);
+  for (const auto& a : candidates)
+    if ((family == AF_INET6) == a.is_v6()) return endpoint{a, port};
+  return std::nullopt;  // no local address of this family: this target is skipped
+}
+
+}  // namespace
+
+socket_handle connect_to_tcp_server(std::string_view host, std::string_view service, const connect_options& options) {
+  const std::string peer = detail::host_port_text(host, service);
+  std::vector<endpoint> targets = resolve(host, service, options.family);
+  const auto deadline = detail::deadline_after(options.timeout);
+  std::error_code last_code;
+  std::string last_cause = "no address to connect to";
+  bool create_failure = false;
+
+  for (const endpoint& target : targets) {
+    const auto addr = detail::to_sockaddr(target);
+    auto local = local_endpoint_for(options, addr.family());
+    if ((!options.local_address.empty()) && !local) {
+      last_code = std::make_error_code(std::errc::address_family_not_supported);
+      last_cause = "local address " + options.local_address + " has no address of the family of " + target.to_string();
+      continue;
+    }
+    socket_handle s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP));
+    if (!s) {
+      int e = errno;
+      last_code = detail::errno_code(e);
+      last_cause = "socket";
+      create_failure = true;
+      continue;
+    }
+    if (options.nodelay) set_nodelay(s.get(), true);
+    if (options.keepalive) set_keepalive(s.get(), true);
+    if (local) {
+      const auto laddr = detail::to_sockaddr(*local);
+      if (::bind(s.get(), laddr.get(), laddr.length) != 0) {
+        int e = errno;
+        throw socket_create_error(detail::errno_code(e), "bind to " + local->to_string() + " for connect to " + peer);
+      }
+    }
+    create_failure = false;
+    int rc;
+    do {
+      rc = ::connect(s.get(), addr.get(), addr.length);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0 && errno != EINPROGRESS) {
+      int e = errno;
+      last_code = detail::errno_code(e);
+      last_cause.clear();
+      continue;
+    }
+    if (rc != 0) {
+      int ev = detail::poll_one(s.get(), POLLOUT, deadline);
+      if (ev == 0) {
+        throw socket_connect_error(std::make_error_code(std::errc::timed_out),
+                                   "connect to " + peer + ": timed out after " + std::to_string(options.timeout->count()) +
+                                       " ms");
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (ev < 0) err = errno;
+      else if (::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      if (err != 0) {
+        last_code = detail::errno_code(err);
+        last_cause.clear();
+        continue;
+      }
+    }
+    set_nonblocking(s.get(), false);
+    return s;
+  }
+  if (create_failure) throw socket_create_error(last_code, "connect to " + peer + (last_cause.empty() ? "" : ": " + last_cause));
+  throw socket_connect_error(last_code, "connect to " + peer + (last_cause.empty() ? "" : ": " + last_cause));
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+socket_handle open_listening(const endpoint& ep, const listen_options& o, bool v6only) {
+  const auto addr = detail::to_sockaddr(ep);
+  socket_handle s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP));
+  auto fail = [&](const std::string& op) {
+    int e = errno;
+    throw socket_create_error(detail::errno_code(e), op + " " + ep.to_string());
+  };
+  if (!s) fail("socket for");
+  if (addr.family() == AF_INET6) set_int_option(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, v6only ? 1 : 0, "IPV6_V6ONLY");
+  if (o.reuseaddr) set_int_option(s.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+  if (o.reuseport) set_int_option(s.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
+  if (::bind(s.get(), addr.get(), addr.length) != 0) fail("bind to");
+  if (::listen(s.get(), o.backlog) != 0) fail("listen on");
+  return s;
+}
+
+}  // namespace
+
+tcp_listener tcp_listener::open(std::string_view service, const listen_options& options) {
+  std::uint16_t port;
+  try {
+    port = resolve_service(service);
+  } catch (const socket_error& e) {
+    throw socket_create_error(e.code(), std::string("listen: ") + e.what());
+  }
+  tcp_listener l;
+  l.options_ = options;
+  if (options.address.empty()) {
+    if (options.family != address_family::ipv4) {
+      try {
+        l.handle_ = open_listening({ip_address::any_v6(), port}, options, options.family == address_family::ipv6);
+        return l;
+      } catch (const socket_create_error& e) {
+        // No IPv6 on this host: fall back to IPv4 (only when the address family is the problem).
+        if (options.family == address_family::ipv6 ||
+            (e.code() != std::errc::address_family_not_supported && e.code() != std::errc::address_not_available))
+          throw;
+      }
+    }
+    l.handle_ = open_listening({ip_address::any_v4(), port}, options, false);
+    return l;
+  }
+  std::optional<ip_address> a = ip_address::try_parse(options.address);
+  if (!a) {
+    auto all = get_host_addresses(options.address, options.family);
+    if (all.empty())
+      throw socket_create_error(std::make_error_code(std::errc::invalid_argument),
+                                "listen on " + detail::host_port_text(options.address, service) +
+                                    ": cannot resolve the address");
+    a = all.front();
+  }
+  l.handle_ = open_listening({*a, port}, options, a->is_v6());
+  return l;
+}
+
+std::uint16_t tcp_listener::local_port() const { return local_endpoint().port; }
+
+endpoint tcp_listener::local_endpoint() const {
+  if (auto ep = get_socket_address(handle_.get())) return *ep;
+  throw socket_create_error(std::make_error_code(std::errc::bad_file_descriptor), "listener: not open");
+}
+
+std::optional<socket_handle> tcp_listener::accept(std::optional<milliseconds> timeout) {
+  const auto deadline = detail::deadline_after(timeout);
+  for (;;) {
+    int ev = detail::poll_one(handle_.get(), POLLIN, deadline);
+    if (ev == 0) return std::nullopt;
+    if (ev < 0 || (ev & POLLNVAL)) {
+      int e = ev < 0 ? errno : EBADF;
+      throw socket_create_error(detail::errno_code(e), "accept");
+    }
+    socket_handle s(::accept4(handle_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!s) {
+      int e = errno;
+      // Another thread took it, or the client gave up before we got to it: wait again.
+      if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
+      throw socket_create_error(detail::errno_code(e), "accept on port " + std::to_string(local_port()));
+    }
+    if (options_.nodelay) set_nodelay(s.get(), true);
+    if (options_.keepalive) set_keepalive(s.get(), true);
+    return s;
+  }
+}
+
+std::optional<endpoint> get_socket_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (fd < 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
+  return detail::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+std::optional<endpoint> get_socket_peer_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (fd < 0 || ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
+  return detail::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+void set_nodelay(int fd, bool on) { set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "TCP_NODELAY"); }
+void set_keepalive(int fd, bool on) { set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0, "SO_KEEPALIVE"); }
+
+void set_nonblocking(int fd, bool on) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK)) != 0) {
+    int e = errno;
+    throw socket_create_error(detail::errno_code(e), "fcntl O_NONBLOCK");
+  }
+}
+
+}  // namespace comm
