@@ -1,0 +1,171 @@
+// Shared helpers of the benchmark programs (every side uses the same ones, so that argument
+// handling, timing and the result format cannot differ between comm, Asio and the raw loops).
+//
+// Protocol with bench/run.py: a server prints "PORT <n>" on stdout once it listens, serves until
+// its stdin reaches end of file (or --max-seconds passes: nothing outlives the runner), then prints
+// one JSON line with its own figures. A client prints one JSON line with its figures.
+#pragma once
+
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace bench {
+
+// --name=value and --flag arguments.
+class args {
+ public:
+  args(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument: " + a);
+      auto eq = a.find('=');
+      // (insert_or_assign with a std::string: GCC 12 warns falsely on assigning a literal)
+      if (eq == std::string::npos)
+        values_.insert_or_assign(a.substr(2), std::string(1, '1'));
+      else
+        values_.insert_or_assign(a.substr(2, eq - 2), a.substr(eq + 1));
+    }
+  }
+  std::string str(const std::string& name, const std::string& def = "") const {
+    auto it = values_.find(name);
+    return it == values_.end() ? def : it->second;
+  }
+  long long num(const std::string& name, long long def) const {
+    auto it = values_.find(name);
+    return it == values_.end() ? def : std::stoll(it->second);
+  }
+  bool flag(const std::string& name) const { return values_.count(name) != 0 && values_.at(name) != "0"; }
+  std::string require(const std::string& name) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) throw std::invalid_argument("missing --" + name);
+    return it->second;
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+using clock = std::chrono::steady_clock;
+
+inline double seconds_since(clock::time_point t0) {
+  return std::chrono::duration<double>(clock::now() - t0).count();
+}
+
+// Resident set size of a process (self by default), in KiB, from /proc.
+inline long rss_kib(pid_t pid = 0) {
+  std::ifstream in(pid == 0 ? std::string("/proc/self/status") : "/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+// User + system CPU seconds of this process.
+inline double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// Many connections need many descriptors: raise the soft limit to the hard one.
+inline void raise_nofile() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+// A hard bound on the life of a benchmark process: SIGALRM's default action ends it.
+inline void limit_lifetime(const args& a) { alarm(static_cast<unsigned>(a.num("max-seconds", 300))); }
+
+inline void announce_port(unsigned port) {
+  std::printf("PORT %u\n", port);
+  std::fflush(stdout);
+}
+
+// Blocks until stdin reaches end of file (the runner closes it to stop a server).
+inline void wait_stdin_eof() {
+  char buf[256];
+  while (true) {
+    ssize_t n = ::read(0, buf, sizeof buf);
+    if (n == 0 || (n < 0 && errno != EINTR)) return;
+  }
+}
+// Blocks until one line (or EOF) arrives on stdin: the runner's "go on" between stages.
+inline bool wait_stdin_line() {
+  char c;
+  while (true) {
+    ssize_t n = ::read(0, &c, 1);
+    if (n == 0) return false;
+    if (n < 0 && errno != EINTR) return false;
+    if (n == 1 && c == '\n') return true;
+  }
+}
+
+// One flat JSON object, printed on one line.
+class json_line {
+ public:
+  json_line& add(const std::string& k, double v) {
+    std::ostringstream o;
+    o.precision(10);
+    o << v;
+    item(k, o.str());
+    return *this;
+  }
+  json_line& add(const std::string& k, const std::string& v) {
+    item(k, "\"" + v + "\"");
+    return *this;
+  }
+  void print() const {
+    std::string s = "{";
+    for (std::size_t i = 0; i < items_.size(); ++i) {
+      if (i) s.append(", ");
+      s.append(items_[i]);
+    }
+    s.append("}\n");
+    std::fputs(s.c_str(), stdout);
+    std::fflush(stdout);
+  }
+
+ private:
+  void item(const std::string& k, const std::string& v) {
+    std::string s;
+    s.reserve(k.size() + v.size() + 4);
+    s.append(1, '"').append(k).append("\": ").append(v);
+    items_.push_back(std::move(s));
+  }
+  std::vector<std::string> items_;
+};
+
+// Percentile (0..100) of a sample set, nearest-rank.
+inline double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  auto idx = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size()));
+  if (idx >= v.size()) idx = v.size() - 1;
+  return v[idx];
+}
+
+inline void print_stage(const std::string& name) {
+  std::printf("STAGE %s\n", name.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace bench
