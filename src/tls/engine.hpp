@@ -150,6 +150,8 @@ std::unique_ptr<tls_engine> make_engine(ssl_ctx_spec&& spec, const engine_params
 // Registry behind find_ssl_connection_from_ssl_ref: engines register while their connection is open.
 void register_connection(const ssl_ref& ref, ssl_connection* conn);
 void unregister_connection(const ssl_ref& ref) noexcept;
+// Engines register themselves: the lookup answers engine->owner, which follows moves of the stream.
+void register_engine(const ssl_ref& ref, const tls_engine* engine);
 
 // The abstract context's shared state.
 struct abstract_context_impl {

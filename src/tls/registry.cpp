@@ -13,9 +13,14 @@ const void* address_of(const ssl_ref& ref) noexcept {
   return std::visit([](const auto& r) -> const void* { return r.ptr; }, ref);
 }
 
+struct entry {
+  ssl_connection* connection = nullptr;
+  const tls_engine* engine = nullptr;  // when set, its owner is the answer
+  ssl_connection* get() const noexcept { return engine ? engine->owner : connection; }
+};
 struct registry {
   std::mutex mutex;
-  std::map<const void*, ssl_connection*> connections;
+  std::map<const void*, entry> connections;
 };
 
 registry& the_registry() {
@@ -30,7 +35,15 @@ void register_connection(const ssl_ref& ref, ssl_connection* conn) {
   if (key == nullptr) return;
   auto& r = the_registry();
   std::lock_guard lock(r.mutex);
-  r.connections[key] = conn;
+  r.connections[key] = entry{conn, nullptr};
+}
+
+void register_engine(const ssl_ref& ref, const tls_engine* engine) {
+  const void* key = address_of(ref);
+  if (key == nullptr) return;
+  auto& r = the_registry();
+  std::lock_guard lock(r.mutex);
+  r.connections[key] = entry{nullptr, engine};
 }
 
 void unregister_connection(const ssl_ref& ref) noexcept {
@@ -49,7 +62,7 @@ ssl_connection* find_ssl_connection_from_ssl_ref(const ssl_ref& ref) noexcept {
   auto& r = detail::the_registry();
   std::lock_guard lock(r.mutex);
   auto it = r.connections.find(key);
-  return it == r.connections.end() ? nullptr : it->second;
+  return it == r.connections.end() ? nullptr : it->second.get();
 }
 
 }  // namespace comm
