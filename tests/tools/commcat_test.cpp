@@ -1,0 +1,345 @@
+// commcat as a user runs it: the built binary as a subprocess, against real peers (Python's
+// socket and ssl modules, openssl s_server) started by each test on 127.0.0.1 with free ports.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "process.hpp"
+
+#ifndef COMMCAT_PATH
+#error "COMMCAT_PATH must name the built commcat binary"
+#endif
+
+namespace {
+
+using commcat_test::process;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+const std::string commcat = COMMCAT_PATH;
+
+std::vector<std::string> cat(std::vector<std::string> args) {
+  args.insert(args.begin(), commcat);
+  return args;
+}
+
+std::size_t count_lines(const std::string& s) { return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n')); }
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Python peers. Each prints its port on the first line of stdout once it listens.
+const char* plain_echo_once = R"(
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.settimeout(10); data = b""
+while True:
+    d = c.recv(65536)
+    if not d: break
+    data += d
+c.sendall(data); c.close()
+)";
+
+// Opens N connections, sends on each, then reads every echo before closing any: only a
+// concurrent server can answer all of them.
+const char* concurrent_echo_clients = R"(
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+for i, c in enumerate(conns): c.sendall(("message %d from client %d\n" % (i * 7, i)).encode())
+ok = 0
+for i, c in reversed(list(enumerate(conns))):
+    want = ("message %d from client %d\n" % (i * 7, i)).encode(); got = b""
+    while len(got) < len(want):
+        d = c.recv(65536)
+        if not d: break
+        got += d
+    ok += got == want
+for c in conns:
+    c.shutdown(socket.SHUT_WR)
+    ok += c.recv(1) == b""
+    c.close()
+print("echoed %d of %d" % (ok, 2 * n), flush=True)
+)";
+
+const char* tls_echo_client = R"(
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10), server_hostname="localhost")
+c.sendall(b"hello over tls\n"); got = b""
+while len(got) < 15:
+    d = c.recv(65536)
+    if not d: break
+    got += d
+c.unwrap()  # close_notify both ways
+print("echo: " + got.decode().strip(), flush=True)
+)";
+
+// Sends data over TLS, then dies: TCP closes without close_notify.
+const char* tls_truncating_server = R"(
+import socket, ssl, sys, os
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); t = ctx.wrap_socket(c, server_side=True)
+t.sendall(b"partial data\n")
+os._exit(0)
+)";
+
+std::vector<std::string> python(const char* script, std::vector<std::string> args = {}) {
+  std::vector<std::string> argv = {"python3", "-c", script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+std::string port_of(process& p) {
+  auto port = p.stdout_value("", 10s);
+  return port.value_or("");
+}
+
+// Certificates made at test time with the openssl command: a CA, a localhost leaf it issued
+// (DNS localhost, IP 127.0.0.1) and a self-signed localhost certificate.
+class pki {
+ public:
+  pki() {
+    char tmpl[] = "/tmp/commcat-test-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    auto run = [](std::vector<std::string> argv) {
+      process p(argv);
+      auto rc = p.wait(20s);
+      if (rc != 0) throw std::runtime_error("certificate set-up failed: " + argv[1] + ": " + p.err());
+    };
+    const std::vector<std::string> ec = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"};
+    auto req = [&](std::vector<std::string> extra) {
+      std::vector<std::string> argv = {"openssl", "req"};
+      argv.insert(argv.end(), ec.begin(), ec.end());
+      argv.insert(argv.end(), extra.begin(), extra.end());
+      run(argv);
+    };
+    req({"-x509", "-days", "2", "-subj", "/CN=commcat test CA", "-keyout", path("ca.key"), "-out", path("ca.pem"),
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+    req({"-subj", "/CN=localhost", "-keyout", path("leaf.key"), "-out", path("leaf.csr")});
+    {
+      std::FILE* f = std::fopen(path("leaf.ext").c_str(), "w");
+      std::fputs("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                 "extendedKeyUsage=serverAuth,clientAuth\n", f);
+      std::fclose(f);
+    }
+    run({"openssl", "x509", "-req", "-in", path("leaf.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+         "-CAcreateserial", "-days", "2", "-extfile", path("leaf.ext"), "-out", path("leaf.pem")});
+    req({"-x509", "-days", "2", "-subj", "/CN=localhost", "-keyout", path("self.key"), "-out", path("self.pem"),
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"});
+  }
+  ~pki() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+ private:
+  fs::path dir_;
+};
+
+// openssl s_server on a free port; it prints "ACCEPT 127.0.0.1:PORT" once it listens.
+struct s_server {
+  explicit s_server(const std::string& cert, const std::string& key)
+      : p({"openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-cert", cert, "-key", key}) {
+    auto addr = p.stdout_value("ACCEPT 127.0.0.1:", 10s);
+    port = addr.value_or("");
+  }
+  process p;
+  std::string port;
+};
+
+TEST(Commcat, HelpExitsZeroAndPrintsUsage) {
+  process p(cat({"--help"}));
+  EXPECT_EQ(p.wait(), 0);
+  EXPECT_NE(p.out().find("usage: commcat connect HOST PORT"), std::string::npos);
+  EXPECT_NE(p.out().find("--verify-client"), std::string::npos);
+  EXPECT_EQ(p.err(), "");
+}
+
+TEST(Commcat, BadUsageExitsTwoWithOneLineNamingTheProblem) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{}, "missing command"},
+      {{"frobnicate"}, "unknown command 'frobnicate'"},
+      {{"connect", "localhost"}, "missing arguments"},
+      {{"connect", "localhost", "80", "--bogus"}, "unknown option --bogus"},
+      {{"listen", "0", "--tls", "--verify-client", "required", "--cert", "c", "--key", "k"}, "needs --ca-file"},
+      {{"connect", "localhost", "80", "--min-tls", "1.1"}, "--min-tls: expected 1.2 or 1.3"},
+      {{"connect", "localhost", "99999"}, "invalid port '99999'"},
+  };
+  for (const auto& [args, message] : cases) {
+    process p(cat(args));
+    EXPECT_EQ(p.wait(), 2) << message;
+    EXPECT_EQ(p.err().rfind("commcat: ", 0), 0u) << p.err();
+    EXPECT_NE(p.err().find(message), std::string::npos) << p.err();
+    EXPECT_EQ(count_lines(p.err()), 1u) << p.err();
+    EXPECT_EQ(p.out(), "");
+  }
+}
+
+TEST(Commcat, ConnectToRefusedPortExitsOneNamingHostAndPort) {
+  // A bound socket that does not listen: connecting to it is refused, and nobody else gets the port.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string port = std::to_string(ntohs(a.sin_port));
+
+  process p(cat({"connect", "127.0.0.1", port}));
+  p.close_stdin();
+  EXPECT_EQ(p.wait(), 1);
+  ::close(fd);
+  EXPECT_EQ(p.err().rfind("commcat: ", 0), 0u) << p.err();
+  EXPECT_NE(p.err().find("127.0.0.1:" + port), std::string::npos) << p.err();
+  EXPECT_NE(lower(p.err()).find("refused"), std::string::npos) << p.err();
+  EXPECT_EQ(count_lines(p.err()), 1u) << p.err();
+}
+
+TEST(Commcat, ConnectSendsStdinAndPrintsTheReplyOfAPythonPeer) {
+  process peer(python(plain_echo_once));
+  const auto port = port_of(peer);
+  ASSERT_FALSE(port.empty()) << peer.err();
+
+  process p(cat({"connect", "127.0.0.1", port}));
+  std::string input;
+  for (int i = 0; i < 2000; ++i) input += "line " + std::to_string(i) + " of the input\n";
+  p.write_stdin(input);
+  p.close_stdin();  // half-close: the peer sees EOF, echoes everything and closes
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.out(), input);
+  EXPECT_EQ(p.err(), "");
+  EXPECT_EQ(peer.wait(), 0);
+}
+
+TEST(Commcat, ListenRelaysOneClientBothWays) {
+  process p(cat({"listen", "0"}));
+  auto port = p.stderr_value("listening on ");
+  ASSERT_TRUE(port) << p.err();
+  process client(python(R"(
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+c.sendall(b"from the client\n"); c.shutdown(socket.SHUT_WR); got = b""
+while True:
+    d = c.recv(65536)
+    if not d: break
+    got += d
+sys.stdout.write(got.decode()); sys.stdout.flush()
+)",
+                        {*port}));
+  ASSERT_TRUE(p.wait_stdout("from the client\n")) << p.err();
+  p.write_stdin("from the listener\n");
+  p.close_stdin();
+  EXPECT_EQ(client.wait(), 0) << client.err();
+  EXPECT_EQ(client.out(), "from the listener\n");
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.out(), "from the client\n");
+}
+
+TEST(Commcat, ListenEchoServesConcurrentPythonClientsAndStopsOnSigterm) {
+  process p(cat({"listen", "0", "--echo"}));
+  auto port = p.stderr_value("listening on ");
+  ASSERT_TRUE(port) << p.err();
+  process clients(python(concurrent_echo_clients, {*port, "20"}));
+  EXPECT_EQ(clients.wait(20s), 0) << clients.err();
+  EXPECT_EQ(clients.out(), "echoed 40 of 40\n");
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 0) << p.err();
+}
+
+TEST(Commcat, TlsListenEchoServesPythonSslClientAndAnswersCloseNotify) {
+  pki certs;
+  process p(cat({"listen", "0", "--echo", "--cert", certs.path("leaf.pem"), "--key", certs.path("leaf.key")}));
+  auto port = p.stderr_value("listening on ");
+  ASSERT_TRUE(port) << p.err();
+  process client(python(tls_echo_client, {*port, certs.path("ca.pem")}));
+  EXPECT_EQ(client.wait(20s), 0) << client.err();
+  EXPECT_EQ(client.out().rfind("echo: hello over tls", 0), 0u) << client.out();
+  p.signal(SIGINT);
+  EXPECT_EQ(p.wait(), 0) << p.err();
+}
+
+TEST(Commcat, TlsConnectVerifiesAgainstATestCaAndExchangesWithOpensslServer) {
+  pki certs;
+  s_server server(certs.path("leaf.pem"), certs.path("leaf.key"));
+  ASSERT_FALSE(server.port.empty()) << server.p.err();
+
+  process p(cat({"connect", "127.0.0.1", server.port, "--ca-file", certs.path("ca.pem"), "--servername",
+                 "localhost", "--timeout", "10"}));
+  p.write_stdin("hello from commcat\n");
+  ASSERT_TRUE(server.p.wait_stdout("hello from commcat\n")) << server.p.out() << p.err();
+  server.p.write_stdin("<reply from s_server>\n");
+  ASSERT_TRUE(p.wait_stdout("<reply from s_server>\n")) << p.err();
+  p.close_stdin();  // close_notify; s_server answers with its own and closes
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.out(), "<reply from s_server>\n");
+  EXPECT_EQ(p.err(), "");
+}
+
+TEST(Commcat, TlsConnectInsecureAcceptsASelfSignedServer) {
+  pki certs;
+  s_server server(certs.path("self.pem"), certs.path("self.key"));
+  ASSERT_FALSE(server.port.empty()) << server.p.err();
+  process p(cat({"connect", "127.0.0.1", server.port, "--insecure"}));
+  p.write_stdin("insecure hello\n");
+  EXPECT_TRUE(server.p.wait_stdout("insecure hello\n")) << p.err();
+  server.p.write_stdin("<insecure reply>\n");
+  EXPECT_TRUE(p.wait_stdout("<insecure reply>\n")) << p.err();
+  p.close_stdin();
+  EXPECT_EQ(p.wait(), 0) << p.err();
+}
+
+TEST(Commcat, TlsConnectRejectsASelfSignedServerWithoutInsecure) {
+  pki certs;
+  s_server server(certs.path("self.pem"), certs.path("self.key"));
+  ASSERT_FALSE(server.port.empty()) << server.p.err();
+  process p(cat({"connect", "127.0.0.1", server.port, "--tls", "--ca-file", certs.path("ca.pem")}));
+  EXPECT_EQ(p.wait(), 1);
+  EXPECT_EQ(p.out(), "");
+  EXPECT_EQ(p.err().rfind("commcat: ", 0), 0u) << p.err();
+  EXPECT_EQ(count_lines(p.err()), 1u) << p.err();
+  EXPECT_NE(lower(p.err()).find("verif"), std::string::npos) << p.err();
+  EXPECT_NE(lower(p.err()).find("self"), std::string::npos) << p.err();
+}
+
+TEST(Commcat, TlsTruncationWritesEverythingReceivedThenFails) {
+  pki certs;
+  process peer(python(tls_truncating_server, {certs.path("leaf.pem"), certs.path("leaf.key")}));
+  const auto port = port_of(peer);
+  ASSERT_FALSE(port.empty()) << peer.err();
+  // stdin stays open: commcat must notice the missing close_notify by itself.
+  process p(cat({"connect", "127.0.0.1", port, "--ca-file", certs.path("ca.pem")}));
+  auto rc = p.wait(10s);
+  ASSERT_TRUE(rc.has_value());
+  EXPECT_EQ(*rc, 1);
+  EXPECT_EQ(p.out(), "partial data\n");
+  EXPECT_EQ(p.err().rfind("commcat: ", 0), 0u) << p.err();
+  EXPECT_NE(lower(p.err()).find("trunc"), std::string::npos) << p.err();
+  EXPECT_EQ(count_lines(p.err()), 1u) << p.err();
+}
+
+// The acceptance test of the TLS layer: every implementation pair verifies and exchanges data.
+TEST(Commcat, DemoVerifiesAndExchangesForEveryImplementationPair) {
+  process p(cat({"demo"}));
+  auto rc = p.wait(60s);
+  ASSERT_TRUE(rc.has_value());
+  EXPECT_EQ(*rc, 0) << p.out() << p.err();
+  EXPECT_NE(p.out().find("SSL* (OpenSSL)"), std::string::npos) << p.out();
+  EXPECT_NE(p.out().find("gnutls_session_t (GnuTLS)"), std::string::npos) << p.out();
+  EXPECT_NE(p.out().find("4 of 4 implementation pairs verified and exchanged data"), std::string::npos) << p.out();
+}
+
+}  // namespace
