@@ -1,0 +1,437 @@
+// async_io_state: creation, accessors, close / abort / shutdown and the public operation calls.
+// The I/O itself is in state_io.cpp, TLS in tls.cpp.
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "async/state.hpp"
+
+namespace comm {
+namespace detail {
+
+void acceptor_connection_closed(accept_core& a) noexcept;  // accept.cpp
+
+std::exception_ptr io_error(std::error_code ec, const std::string& what, const ssl_connection* conn) {
+  if (ec == std::errc::timed_out) return std::make_exception_ptr(socket_timeout_error(ec, what, conn));
+  return std::make_exception_ptr(socket_io_error(ec, what, conn));
+}
+
+state_impl::state_impl(collection_impl& c, socket_handle s, async_io_state_options o)
+    : coll_(&c),
+      sock_(std::move(s)),
+      name_(std::move(o.name)),
+      user_info_(std::move(o.user_info)),
+      read_timeout_(o.read_timeout),
+      write_timeout_(o.write_timeout),
+      max_read_(o.max_read == 0 ? 1 : o.max_read),
+      max_buffer_(o.max_buffer),
+      max_queued_(o.max_queued_output),
+      queue_output_(o.queue_output) {}
+
+state_impl::~state_impl() { drop_tls(); }
+
+std::shared_ptr<state_impl> state_impl::create(collection_impl& c, socket_handle s, async_io_state_options o) {
+  if (!s.is_open()) throw std::invalid_argument("create_async_io_state: the socket is not open");
+  int fd = s.get();
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    int e = errno;
+    throw socket_create_error(std::error_code(e, std::generic_category()),
+                              "create_async_io_state: make descriptor " + std::to_string(fd) +
+                                  " non-blocking: " + errno_text(e));
+  }
+  auto state = std::make_shared<state_impl>(c, std::move(s), std::move(o));
+  c.add(state, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+  return state;
+}
+
+collection_impl& state_impl::coll(const char* operation) {
+  if (coll_ == nullptr)
+    throw std::logic_error(std::string(operation) + ": async_io_state '" + name_ + "' is closed");
+  coll_->check_thread(operation);
+  return *coll_;
+}
+
+std::string state_impl::peer_text() const {
+  if (auto p = get_socket_peer_address(sock_.get())) return p->to_string();
+  if (!name_.empty()) return name_;
+  return "descriptor " + std::to_string(sock_.get());
+}
+
+void state_impl::on_events(std::uint32_t) { drive(); }
+
+void state_impl::schedule_drive() {
+  if (drive_scheduled_ || coll_ == nullptr) return;
+  drive_scheduled_ = true;
+  coll_->defer([s = self()] { s->drive(); });
+}
+
+std::size_t state_impl::close(bool keep_alive) noexcept {
+  if (coll_ == nullptr) return buffered();
+  auto keep = weak_from_this().lock();  // the collection's reference goes below
+  collection_impl* c = coll_;
+  if (read_) c->cancel_timer(read_->timer);
+  if (calling_) {
+    c->cancel_timer(calling_->timer);
+    calling_->finished = true;
+  }
+  if (write_) c->cancel_timer(write_->timer);
+  if (ssl_) c->cancel_timer(ssl_->timer);
+  read_.reset();
+  write_.reset();
+  ssl_.reset();
+  shutdown_.reset();
+  drop_tls();
+  c->remove(*this, sock_.get());
+  coll_ = nullptr;
+  if (!keep_alive) sock_.reset();
+  if (acceptor_) {
+    acceptor_connection_closed(*acceptor_);
+    acceptor_.reset();
+  }
+  return buffered();
+}
+
+void state_impl::check_no_ssl_op(const char* operation) const {
+  if (ssl_)
+    throw std::logic_error(std::string(operation) + ": async_io_state '" + name_ +
+                           "' has a TLS attach, handshake or detach in progress");
+}
+
+void state_impl::check_idle(const char* operation) const {
+  check_no_ssl_op(operation);
+  if (read_ || (calling_ && !calling_->finished) || write_)
+    throw std::logic_error(std::string(operation) + ": async_io_state '" + name_ +
+                           "' has a read or write in progress");
+}
+
+void state_impl::start_read(std::unique_ptr<read_op> op) {
+  check_no_ssl_op(op->checking ? "async_io_state_read_with_checking" : "async_io_state_read_buffer");
+  if (read_ || (calling_ && !calling_->finished))
+    throw std::logic_error(std::string(op->checking ? "async_io_state_read_with_checking" : "async_io_state_read_buffer") +
+                           ": a read is already active on async_io_state '" + name_ + "'");
+  op->timer = coll_->no_timer();
+  read_ = std::move(op);
+  old_length_ = 0;
+  arm_read_timer();
+  schedule_drive();
+}
+
+void state_impl::start_write(write_op op, std::optional<milliseconds> timeout) {
+  check_no_ssl_op("async_io_state_write_buffer");
+  if (timeout) write_timeout_ = timeout;
+  if (write_ && !queue_output_)
+    throw std::logic_error("async_io_state_write_buffer: a write is already active on async_io_state '" + name_ +
+                           "' (set queue_output to queue writes)");
+  if (write_ && write_->queued_bytes + op.data.size() > max_queued_) {
+    // Back-pressure: refuse this write, keep the queued ones.
+    auto err = io_error(std::make_error_code(std::errc::no_buffer_space),
+                        "write to " + peer_text() + ": " + std::to_string(write_->queued_bytes) +
+                            " bytes already queued, limit " + std::to_string(max_queued_),
+                        this);
+    coll_->defer([s = self(), op = std::move(op), err]() mutable {
+      s->write_status_ = io_status::error;
+      s->write_error_ = err;
+      auto& cb = op.err ? op.err : op.cb;
+      if (cb) cb(*s, 0);
+    });
+    return;
+  }
+  if (!write_) {
+    write_ = std::make_unique<write_queue>();
+    write_->timer = coll_->no_timer();
+    arm_write_timer();
+  }
+  write_->queued_bytes += op.data.size();
+  write_->ops.push_back(std::move(op));
+  schedule_drive();
+}
+
+void state_impl::abort(direction dir) noexcept {
+  if (coll_ == nullptr) return;
+  if (dir != direction::output) {
+    if (read_) coll_->cancel_timer(read_->timer);
+    read_.reset();
+    if (calling_) {
+      coll_->cancel_timer(calling_->timer);
+      calling_->finished = true;
+    }
+  }
+  if (dir != direction::input) {
+    if (write_) coll_->cancel_timer(write_->timer);
+    write_.reset();
+  }
+  if (dir == direction::io) {
+    if (ssl_) coll_->cancel_timer(ssl_->timer);
+    ssl_.reset();
+  }
+}
+
+std::error_code state_impl::do_shutdown(direction dir) noexcept {
+  if (dir != direction::input && tls_ && tls_->engine) {
+    try {
+      tls_->engine->shutdown();  // best effort close_notify; the socket shutdown follows anyway
+    } catch (...) {
+    }
+  }
+  int how = dir == direction::input ? SHUT_RD : dir == direction::output ? SHUT_WR : SHUT_RDWR;
+  if (::shutdown(sock_.get(), how) != 0) return {errno, std::generic_category()};
+  return {};
+}
+
+std::optional<std::error_code> state_impl::shutdown(direction dir, bool abort_ops, shutdown_callback cb) {
+  check_no_ssl_op("async_io_state_shutdown");
+  bool reading = read_ || (calling_ && !calling_->finished);
+  bool pending = (dir != direction::output && reading) || (dir != direction::input && write_);
+  if (pending && !abort_ops) {
+    shutdown_ = std::make_unique<pending_shutdown>(pending_shutdown{dir, std::move(cb)});
+    return std::nullopt;
+  }
+  if (pending) abort(dir);
+  auto ec = do_shutdown(dir);
+  if (cb) coll_->defer([s = self(), cb = std::move(cb), ec] { cb(*s, ec); });
+  return ec;
+}
+
+void state_impl::maybe_run_shutdown() {
+  if (!shutdown_ || coll_ == nullptr) return;
+  bool reading = read_ || (calling_ && !calling_->finished);
+  direction dir = shutdown_->dir;
+  if ((dir != direction::output && reading) || (dir != direction::input && write_)) return;
+  auto pending = std::move(shutdown_);
+  auto ec = do_shutdown(dir);
+  if (pending->cb) coll_->guarded([&] { pending->cb(*this, ec); });
+}
+
+void state_impl::append_buffered(const std::byte* p, std::size_t n) {
+  if (n == 0) return;
+  if (buf_end_ + n > buf_cap_) {
+    std::size_t used = buffered();
+    std::size_t cap = std::max<std::size_t>({used + n, buf_cap_ * 2, 4096});
+    if (used + n <= buf_cap_) {  // room once compacted
+      std::memmove(buf_.get(), buf_.get() + buf_begin_, used);
+    } else {
+      auto nb = std::make_unique_for_overwrite<std::byte[]>(cap);
+      if (used) std::memcpy(nb.get(), buf_.get() + buf_begin_, used);
+      buf_ = std::move(nb);
+      buf_cap_ = cap;
+    }
+    buf_begin_ = 0;
+    buf_end_ = used;
+  }
+  std::memcpy(buf_.get() + buf_end_, p, n);
+  buf_end_ += n;
+}
+
+void state_impl::release_buffer_if_empty() noexcept {
+  if (buf_begin_ == buf_end_) {
+    buf_.reset();
+    buf_cap_ = buf_begin_ = buf_end_ = 0;
+  }
+}
+
+}  // namespace detail
+
+using detail::impl_of;
+
+// ---- accessors
+wait_state_collection* async_io_state::collection() const noexcept { return impl_of(*this).coll_; }
+bool async_io_state::is_open() const noexcept { return impl_of(*this).open(); }
+int async_io_state::native_handle() const noexcept { return impl_of(*this).sock_.get(); }
+const std::string& async_io_state::name() const noexcept { return impl_of(*this).name_; }
+void async_io_state::set_name(std::string name) { impl_of(*this).name_ = std::move(name); }
+std::any& async_io_state::user_info() noexcept { return impl_of(*this).user_info_; }
+std::optional<milliseconds> async_io_state::read_timeout() const noexcept { return impl_of(*this).read_timeout_; }
+std::optional<milliseconds> async_io_state::write_timeout() const noexcept { return impl_of(*this).write_timeout_; }
+void async_io_state::set_read_timeout(std::optional<milliseconds> t) noexcept { impl_of(*this).read_timeout_ = t; }
+void async_io_state::set_write_timeout(std::optional<milliseconds> t) noexcept { impl_of(*this).write_timeout_ = t; }
+std::size_t async_io_state::max_read() const noexcept { return impl_of(*this).max_read_; }
+void async_io_state::set_max_read(std::size_t n) noexcept { impl_of(*this).max_read_ = n == 0 ? 1 : n; }
+io_status async_io_state::read_status() const noexcept { return impl_of(*this).read_status_; }
+io_status async_io_state::write_status() const noexcept { return impl_of(*this).write_status_; }
+std::exception_ptr async_io_state::read_error() const noexcept { return impl_of(*this).read_error_; }
+std::exception_ptr async_io_state::write_error() const noexcept { return impl_of(*this).write_error_; }
+std::size_t async_io_state::old_length() const noexcept { return impl_of(*this).old_length_; }
+std::size_t async_io_state::buffered_data_length() const noexcept { return impl_of(*this).buffered(); }
+std::size_t async_io_state::queued_output() const noexcept {
+  auto& s = impl_of(*this);
+  if (!s.write_) return 0;
+  std::size_t n = s.write_->queued_bytes;
+  return n;
+}
+std::optional<endpoint> async_io_state::address() const { return get_socket_address(native_handle()); }
+std::optional<endpoint> async_io_state::peer_address() const { return get_socket_peer_address(native_handle()); }
+
+std::string_view to_string(io_status s) noexcept {
+  switch (s) {
+    case io_status::ok: return "ok";
+    case io_status::eof: return "eof";
+    case io_status::timeout: return "timeout";
+    case io_status::error: return "error";
+  }
+  return "?";
+}
+
+// ---- creation
+std::shared_ptr<async_io_state> create_async_io_state(wait_state_collection& collection, socket_handle socket,
+                                                      async_io_state_options options) {
+  auto& c = detail::impl_of(collection);
+  c.check_thread("create_async_io_state");
+  return detail::state_impl::create(c, std::move(socket), std::move(options));
+}
+
+std::shared_ptr<async_io_state> create_async_io_state(wait_state_collection& collection, socket_stream&& stream,
+                                                      async_io_state_options options) {
+  auto& c = detail::impl_of(collection);
+  c.check_thread("create_async_io_state");
+  if (stream.is_ssl())
+    throw std::invalid_argument("create_async_io_state: the socket_stream has TLS attached; detach it first");
+  stream.flush();
+  std::vector<std::byte> pending(stream.buffered_input());
+  if (!pending.empty()) pending.resize(stream.read_some(pending));  // buffered: does not block
+  socket_handle socket = replace_socket_stream_socket(stream, socket_handle{});
+  stream.close();
+  auto state = detail::state_impl::create(c, std::move(socket), std::move(options));
+  state->append_buffered(pending.data(), pending.size());
+  return state;
+}
+
+// ---- operations
+void async_io_state_read_buffer(async_io_state& state, std::span<std::byte> buffer, read_buffer_callback callback,
+                                read_buffer_options options) {
+  auto& s = impl_of(state);
+  s.coll("async_io_state_read_buffer");
+  if (options.timeout) s.read_timeout_ = options.timeout;
+  auto op = std::make_unique<detail::read_op>();
+  op->target = buffer;
+  op->buffer_cb = std::move(callback);
+  op->buffer_err = std::move(options.error_callback);
+  s.start_read(std::move(op));
+}
+
+void async_io_state_read_with_checking(async_io_state& state, read_checking_callback callback,
+                                       read_with_checking_options options) {
+  auto& s = impl_of(state);
+  s.coll("async_io_state_read_with_checking");
+  if (options.timeout) s.read_timeout_ = options.timeout;
+  if (options.max_read) s.max_read_ = *options.max_read == 0 ? 1 : *options.max_read;
+  auto op = std::make_unique<detail::read_op>();
+  op->checking = true;
+  op->checking_cb = std::move(callback);
+  op->checking_err = std::move(options.error_callback);
+  s.start_read(std::move(op));
+}
+
+namespace {
+detail::read_op& checking_op(async_io_state& state, const char* operation) {
+  auto& s = impl_of(state);
+  if (s.calling_ == nullptr || s.calling_->finished)
+    throw std::logic_error(std::string(operation) +
+                           ": only inside a running read_with_checking callback (async_io_state '" + s.name_ + "')");
+  return *s.calling_;
+}
+}  // namespace
+
+std::size_t async_io_state_discard(async_io_state& state, std::size_t n) {
+  auto& op = checking_op(state, "async_io_state_discard");
+  op.discarded = std::min(op.shown, op.discarded + n);
+  return op.shown - op.discarded;
+}
+
+std::size_t async_io_state_finish(async_io_state& state, std::size_t discard) {
+  auto& op = checking_op(state, "async_io_state_finish");
+  op.discarded = std::min(op.shown, op.discarded + discard);
+  op.finished = true;
+  return op.shown - op.discarded;
+}
+
+void async_io_state_write_buffer(async_io_state& state, std::span<const std::byte> data, write_callback callback,
+                                 write_buffer_options options) {
+  auto& s = impl_of(state);
+  s.coll("async_io_state_write_buffer");
+  detail::write_op op;
+  op.data = data;
+  op.cb = std::move(callback);
+  op.err = std::move(options.error_callback);
+  s.start_write(std::move(op), options.timeout);
+}
+
+void async_io_state_write_buffer(async_io_state& state, std::string data, write_callback callback,
+                                 write_buffer_options options) {
+  auto& s = impl_of(state);
+  s.coll("async_io_state_write_buffer");
+  detail::write_op op;
+  op.owned = std::move(data);
+  auto& str = std::get<std::string>(op.owned);
+  op.data = std::as_bytes(std::span<const char>(str.data(), str.size()));
+  op.cb = std::move(callback);
+  op.err = std::move(options.error_callback);
+  s.start_write(std::move(op), options.timeout);
+}
+
+void async_io_state_write_buffer(async_io_state& state, std::vector<std::byte> data, write_callback callback,
+                                 write_buffer_options options) {
+  auto& s = impl_of(state);
+  s.coll("async_io_state_write_buffer");
+  detail::write_op op;
+  op.owned = std::move(data);
+  auto& v = std::get<std::vector<std::byte>>(op.owned);
+  op.data = std::span<const std::byte>(v.data(), v.size());
+  op.cb = std::move(callback);
+  op.err = std::move(options.error_callback);
+  s.start_write(std::move(op), options.timeout);
+}
+
+void async_io_state_abort(async_io_state& state, std::function<void(async_io_state&)> abort_callback, direction dir) {
+  auto& s = impl_of(state);
+  auto& c = s.coll("async_io_state_abort");
+  s.abort(dir);
+  if (abort_callback) c.defer([st = s.self(), cb = std::move(abort_callback)] { cb(*st); });
+}
+
+void async_io_state_abort_and_close(async_io_state& state, std::function<void(async_io_state&)> close_callback,
+                                    bool keep_alive) {
+  auto& s = impl_of(state);
+  auto& c = s.coll("async_io_state_abort_and_close");
+  s.abort(direction::io);
+  s.close(keep_alive);
+  if (close_callback) c.defer([st = s.self(), cb = std::move(close_callback)] { cb(*st); });
+}
+
+std::size_t close_async_io_state(async_io_state& state, bool keep_alive) {
+  auto& s = impl_of(state);
+  if (s.coll_) s.coll_->check_thread("close_async_io_state");
+  return s.close(keep_alive);
+}
+
+std::vector<std::byte> async_io_state_get_buffered_data(async_io_state& state) {
+  auto& s = impl_of(state);
+  if (s.calling_)
+    throw std::logic_error("async_io_state_get_buffered_data: not inside a read_with_checking callback");
+  std::vector<std::byte> out(s.buf_.get() + s.buf_begin_, s.buf_.get() + s.buf_end_);
+  s.buf_begin_ = s.buf_end_;
+  s.release_buffer_if_empty();
+  return out;
+}
+
+socket_handle async_io_state_release_socket(async_io_state& state) {
+  auto& s = impl_of(state);
+  if (s.coll_) throw std::logic_error("async_io_state_release_socket: async_io_state '" + s.name_ + "' is still open");
+  int fd = s.sock_.get();
+  if (fd >= 0) {
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  }
+  return std::move(s.sock_);
+}
+
+std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, direction dir, bool abort,
+                                                       shutdown_callback callback) {
+  auto& s = impl_of(state);
+  s.coll("async_io_state_shutdown");
+  return s.shutdown(dir, abort, std::move(callback));
+}
+
+}  // namespace comm

@@ -1,0 +1,165 @@
+// async_io_state's implementation. Kept small while idle: operations, the read buffer, the write
+// queue and TLS each live behind a pointer that is empty when unused.
+//
+// Readiness: each connection is registered once, edge-triggered, for input and output. Every
+// operation tries its syscall (or engine call) as soon as it starts (from the loop, never inside
+// the starting call), and after EAGAIN / want_input / want_output waits for the next edge; an
+// edge retries every active operation, so an engine that reads while writing (or the reverse)
+// never strands the other operation.
+#pragma once
+
+#include <deque>
+#include <variant>
+
+#include "async/collection.hpp"
+#include "tls/socket_transport.hpp"
+
+namespace comm::detail {
+
+struct accept_core;
+
+struct read_op {
+  bool checking = false;
+  std::span<std::byte> target;  // read_buffer
+  std::size_t filled = 0;
+  read_buffer_callback buffer_cb, buffer_err;
+  read_checking_callback checking_cb, checking_err;
+  bool shown_buffered = false;  // read_with_checking: buffered data shown once at the start
+  // Inside a read_with_checking callback.
+  bool finished = false;
+  std::size_t discarded = 0;
+  std::size_t shown = 0;
+  loop_clock::time_point deadline{};
+  timer_token timer;
+};
+
+struct write_op {
+  std::span<const std::byte> data;
+  std::variant<std::monostate, std::string, std::vector<std::byte>> owned;
+  std::size_t done = 0;
+  write_callback cb, err;
+};
+struct write_queue {
+  std::deque<write_op> ops;
+  std::size_t queued_bytes = 0;
+  loop_clock::time_point deadline{};
+  timer_token timer;
+};
+
+enum class ssl_op_kind { handshake, detach };
+struct ssl_op {
+  ssl_op_kind kind = ssl_op_kind::handshake;
+  ssl_callback cb;
+  std::optional<milliseconds> timeout;
+  bool shutdown_sent = false;
+  timer_token timer;
+};
+
+struct tls_part {
+  explicit tls_part(int fd) : transport(fd) {}
+  socket_transport transport;  // the engine keeps a reference: declared first, destroyed last
+  std::unique_ptr<tls_engine> engine;
+  bool registered = false;
+};
+
+struct pending_shutdown {
+  direction dir;
+  shutdown_callback cb;
+};
+
+// Result of moving bytes once.
+struct io_step {
+  enum kind_t { data, would_block, eof, error } kind = would_block;
+  std::size_t n = 0;
+  std::exception_ptr err;
+};
+
+class state_impl final : public async_io_state, public loop_member {
+ public:
+  state_impl(collection_impl& c, socket_handle s, async_io_state_options o);
+  ~state_impl() override;
+
+  static std::shared_ptr<state_impl> create(collection_impl& c, socket_handle s, async_io_state_options o);
+  std::shared_ptr<state_impl> self() { return std::static_pointer_cast<state_impl>(shared_from_this()); }
+
+  void on_events(std::uint32_t events) override;
+  void close_quietly() noexcept override { close(false); }
+  std::size_t close(bool keep_alive) noexcept;
+  bool open() const noexcept { return coll_ != nullptr; }
+  collection_impl& coll(const char* operation);  // throws std::logic_error when closed / wrong thread
+
+  void schedule_drive();
+  void drive();
+  std::string peer_text() const;
+
+  // Operations (started by the public functions).
+  void start_read(std::unique_ptr<read_op> op);
+  void start_write(write_op op, std::optional<milliseconds> timeout);
+  void abort(direction dir) noexcept;
+  std::optional<std::error_code> shutdown(direction dir, bool abort, shutdown_callback cb);
+  void start_ssl(ssl_op_kind kind, ssl_callback cb, std::optional<milliseconds> timeout);
+  void check_no_ssl_op(const char* operation) const;
+  void check_idle(const char* operation) const;
+
+  // Reading helpers.
+  std::size_t buffered() const noexcept { return buf_end_ - buf_begin_; }
+  void append_buffered(const std::byte* p, std::size_t n);
+  void release_buffer_if_empty() noexcept;
+
+  // Fields (public inside src/async).
+  collection_impl* coll_ = nullptr;
+  socket_handle sock_;
+  std::string name_;
+  std::any user_info_;
+  std::optional<milliseconds> read_timeout_, write_timeout_;
+  std::size_t max_read_, max_buffer_, max_queued_;
+  bool queue_output_ = false;
+  bool drive_scheduled_ = false;
+
+  std::unique_ptr<std::byte[]> buf_;
+  std::size_t buf_cap_ = 0, buf_begin_ = 0, buf_end_ = 0;
+  std::size_t old_length_ = 0;
+
+  io_status read_status_ = io_status::ok, write_status_ = io_status::ok;
+  std::exception_ptr read_error_, write_error_;
+
+  std::unique_ptr<read_op> read_;
+  read_op* calling_ = nullptr;  // the read_with_checking op whose callback runs now
+  std::unique_ptr<write_queue> write_;
+  std::unique_ptr<tls_part> tls_;
+  std::unique_ptr<ssl_op> ssl_;
+  std::unique_ptr<pending_shutdown> shutdown_;
+  std::shared_ptr<accept_core> acceptor_;  // for the acceptor's connection count
+
+  tls_engine* tls_engine_() const noexcept override { return tls_ ? tls_->engine.get() : nullptr; }
+
+  // TLS (tls.cpp).
+  void attach_engine(std::unique_ptr<tls_engine> engine);
+  void drop_tls() noexcept;
+  bool step_ssl();
+  void finish_ssl(std::exception_ptr error);
+  void ssl_timed_out();
+
+ private:
+  io_step read_some(std::byte* p, std::size_t n);
+  io_step write_some(const std::byte* p, std::size_t n);
+  bool step_read();
+  bool step_write();
+  void complete_read(io_status status, std::exception_ptr error);
+  bool deliver_checking(std::span<const std::byte> data, bool from_scratch, io_status status,
+                        std::exception_ptr error);
+  void fail_writes(io_status status, std::exception_ptr error);
+  void arm_read_timer();
+  void arm_write_timer();
+  void read_timer_fired();
+  void write_timer_fired();
+  void maybe_run_shutdown();
+  std::error_code do_shutdown(direction dir) noexcept;
+};
+
+inline state_impl& impl_of(async_io_state& s) noexcept { return static_cast<state_impl&>(s); }
+inline const state_impl& impl_of(const async_io_state& s) noexcept { return static_cast<const state_impl&>(s); }
+
+std::exception_ptr io_error(std::error_code ec, const std::string& what, const ssl_connection* conn);
+
+}  // namespace comm::detail

@@ -1,0 +1,324 @@
+// async_io_state: moving bytes. drive() runs the active operations until they would block;
+// callbacks run from here (the loop), never inside the call that started an operation.
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "async/state.hpp"
+
+namespace comm::detail {
+
+namespace {
+// Reads or writes per operation per drive before yielding to other connections.
+constexpr int fairness_rounds = 16;
+}  // namespace
+
+io_step state_impl::read_some(std::byte* p, std::size_t n) {
+  if (tls_ && tls_->engine) {
+    auto r = tls_->engine->read(p, n);
+    switch (r.status) {
+      case tls_status::done: return {io_step::data, r.bytes, nullptr};
+      case tls_status::want_input:
+      case tls_status::want_output: return {io_step::would_block, 0, nullptr};
+      case tls_status::closed: return {io_step::eof, 0, nullptr};
+      case tls_status::error: return {io_step::error, 0, tls_->engine->error("TLS read", peer_text())};
+    }
+  }
+  for (;;) {
+    ssize_t r = ::recv(sock_.get(), p, n, MSG_DONTWAIT);
+    if (r > 0) return {io_step::data, static_cast<std::size_t>(r), nullptr};
+    if (r == 0) return {io_step::eof, 0, nullptr};
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) return {io_step::would_block, 0, nullptr};
+    return {io_step::error, 0, io_error({e, std::generic_category()}, "read from " + peer_text() + ": " + errno_text(e), this)};
+  }
+}
+
+io_step state_impl::write_some(const std::byte* p, std::size_t n) {
+  if (tls_ && tls_->engine) {
+    auto r = tls_->engine->write(p, n);
+    switch (r.status) {
+      case tls_status::done: return {io_step::data, r.bytes, nullptr};
+      case tls_status::want_input:
+      case tls_status::want_output: return {io_step::would_block, 0, nullptr};
+      case tls_status::closed:
+      case tls_status::error: return {io_step::error, 0, tls_->engine->error("TLS write", peer_text())};
+    }
+  }
+  for (;;) {
+    ssize_t r = ::send(sock_.get(), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) return {io_step::data, static_cast<std::size_t>(r), nullptr};
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) return {io_step::would_block, 0, nullptr};
+    return {io_step::error, 0, io_error({e, std::generic_category()}, "write to " + peer_text() + ": " + errno_text(e), this)};
+  }
+}
+
+void state_impl::drive() {
+  drive_scheduled_ = false;
+  if (coll_ == nullptr) return;
+  auto keep = self();
+  for (int i = 0; i < 4 && coll_ != nullptr; ++i) {
+    bool progress = false;
+    if (ssl_) {
+      progress = step_ssl();
+    } else {
+      if (read_) progress |= step_read();
+      if (coll_ != nullptr && write_ && !ssl_) progress |= step_write();
+    }
+    if (!progress) break;
+  }
+  maybe_run_shutdown();
+}
+
+// ---- reading
+
+void state_impl::complete_read(io_status status, std::exception_ptr error) {
+  auto op = std::move(read_);
+  coll_->cancel_timer(op->timer);
+  read_status_ = status;
+  read_error_ = std::move(error);
+  auto& cb = (status != io_status::ok && op->buffer_err) ? op->buffer_err : op->buffer_cb;
+  if (cb) coll_->guarded([&] { cb(*this, op->target, op->filled); });
+  release_buffer_if_empty();
+  maybe_run_shutdown();
+}
+
+// Shows data to a read_with_checking callback and applies its discard / finish. True when the
+// operation has ended.
+bool state_impl::deliver_checking(std::span<const std::byte> data, bool from_scratch, io_status status,
+                                  std::exception_ptr error) {
+  auto op = std::move(read_);  // empty while the callback runs: a new read may start after finish
+  collection_impl* c = coll_;
+  read_status_ = status;
+  read_error_ = std::move(error);
+  op->finished = false;
+  op->discarded = 0;
+  op->shown = data.size();
+  calling_ = op.get();
+  auto& cb = (status != io_status::ok && op->checking_err) ? op->checking_err : op->checking_cb;
+  if (cb) c->guarded([&] { cb(*this, data); });
+  calling_ = nullptr;
+  std::size_t consumed = std::min(op->discarded, data.size());
+  if (from_scratch)
+    append_buffered(data.data() + consumed, data.size() - consumed);
+  else
+    buf_begin_ += consumed;
+  old_length_ = data.size() - consumed;
+  release_buffer_if_empty();
+  bool ended = op->finished || status != io_status::ok || coll_ == nullptr;
+  if (ended) {
+    if (coll_ != nullptr) coll_->cancel_timer(op->timer);
+    old_length_ = 0;
+    maybe_run_shutdown();
+    return true;
+  }
+  if (read_timeout_) op->deadline = loop_clock::now() + *read_timeout_;
+  read_ = std::move(op);
+  return false;
+}
+
+bool state_impl::step_read() {
+  read_op& op = *read_;
+  bool progress = false;
+  if (!op.checking) {
+    if (buffered() > 0 && op.filled < op.target.size()) {
+      std::size_t n = std::min(buffered(), op.target.size() - op.filled);
+      std::memcpy(op.target.data() + op.filled, buf_.get() + buf_begin_, n);
+      buf_begin_ += n;
+      op.filled += n;
+      release_buffer_if_empty();
+      progress = true;
+    }
+    for (int round = 0; op.filled < op.target.size(); ++round) {
+      if (round == fairness_rounds) {
+        schedule_drive();
+        return progress;
+      }
+      auto r = read_some(op.target.data() + op.filled, op.target.size() - op.filled);
+      switch (r.kind) {
+        case io_step::data:
+          op.filled += r.n;
+          progress = true;
+          if (read_timeout_) op.deadline = loop_clock::now() + *read_timeout_;
+          break;
+        case io_step::would_block: return progress;
+        case io_step::eof: complete_read(io_status::eof, nullptr); return true;
+        case io_step::error: complete_read(io_status::error, r.err); return true;
+      }
+    }
+    complete_read(io_status::ok, nullptr);
+    return true;
+  }
+
+  if (!op.shown_buffered) {
+    op.shown_buffered = true;
+    if (buffered() > 0) {
+      if (deliver_checking({buf_.get() + buf_begin_, buffered()}, false, io_status::ok, nullptr)) return true;
+      progress = true;
+    }
+  }
+  for (int round = 0;; ++round) {
+    if (round == fairness_rounds) {
+      schedule_drive();
+      return progress;
+    }
+    if (buffered() >= max_buffer_) {
+      auto err = io_error(std::make_error_code(std::errc::message_size),
+                          "read from " + peer_text() + ": more than " + std::to_string(max_buffer_) +
+                              " unconsumed bytes (read_with_checking buffer limit)",
+                          this);
+      deliver_checking({buf_.get() + buf_begin_, buffered()}, false, io_status::error, err);
+      return true;
+    }
+    io_step r;
+    bool scratch = buffered() == 0;
+    std::byte* target;
+    if (scratch) {
+      auto& s = coll_->scratch();
+      target = s.data();
+      r = read_some(target, std::min(max_read_, s.size()));
+    } else {
+      std::size_t want = std::min(max_read_, max_buffer_ - buffered());
+      if (buf_end_ + want > buf_cap_) {
+        // Grow (or compact) so that `want` more bytes fit after the data.
+        std::size_t used = buffered();
+        if (used + want <= buf_cap_) {
+          std::memmove(buf_.get(), buf_.get() + buf_begin_, used);
+        } else {
+          std::size_t cap = std::max(used + want, buf_cap_ * 2);
+          auto nb = std::make_unique_for_overwrite<std::byte[]>(cap);
+          std::memcpy(nb.get(), buf_.get() + buf_begin_, used);
+          buf_ = std::move(nb);
+          buf_cap_ = cap;
+        }
+        buf_begin_ = 0;
+        buf_end_ = used;
+      }
+      target = buf_.get() + buf_end_;
+      r = read_some(target, want);
+    }
+    switch (r.kind) {
+      case io_step::data:
+        progress = true;
+        if (scratch) {
+          if (deliver_checking({target, r.n}, true, io_status::ok, nullptr)) return true;
+        } else {
+          buf_end_ += r.n;
+          if (deliver_checking({buf_.get() + buf_begin_, buffered()}, false, io_status::ok, nullptr)) return true;
+        }
+        break;
+      case io_step::would_block: return progress;
+      case io_step::eof:
+      case io_step::error: {
+        io_status st = r.kind == io_step::eof ? io_status::eof : io_status::error;
+        std::span<const std::byte> rest;
+        if (buffered() > 0) rest = {buf_.get() + buf_begin_, buffered()};
+        deliver_checking(rest, false, st, r.err);
+        return true;
+      }
+    }
+  }
+}
+
+void state_impl::arm_read_timer() {
+  if (!read_timeout_) return;
+  read_->deadline = loop_clock::now() + *read_timeout_;
+  read_->timer = coll_->add_timer(read_->deadline, [this] { read_timer_fired(); });
+}
+
+void state_impl::read_timer_fired() {
+  if (!read_ || coll_ == nullptr) return;
+  auto keep = self();
+  read_->timer = coll_->no_timer();  // it has just been removed from the map
+  if (loop_clock::now() < read_->deadline) {  // progress since: wait for the new deadline
+    read_->timer = coll_->add_timer(read_->deadline, [this] { read_timer_fired(); });
+    return;
+  }
+  auto ms = read_timeout_ ? read_timeout_->count() : 0;
+  auto err = io_error(std::make_error_code(std::errc::timed_out),
+                      "read from " + peer_text() + ": timed out after " + std::to_string(ms) + " ms", this);
+  if (read_->checking) {
+    std::span<const std::byte> rest;
+    if (buffered() > 0) rest = {buf_.get() + buf_begin_, buffered()};
+    deliver_checking(rest, false, io_status::timeout, err);
+  } else {
+    complete_read(io_status::timeout, err);
+  }
+}
+
+// ---- writing
+
+bool state_impl::step_write() {
+  bool progress = false;
+  int round = 0;
+  while (write_ && !write_->ops.empty()) {
+    write_op& op = write_->ops.front();
+    while (op.done < op.data.size()) {
+      if (round++ == fairness_rounds) {
+        schedule_drive();
+        return progress;
+      }
+      auto r = write_some(op.data.data() + op.done, op.data.size() - op.done);
+      if (r.kind == io_step::would_block) return progress;
+      if (r.kind != io_step::data) {
+        fail_writes(io_status::error, r.err);
+        return true;
+      }
+      op.done += r.n;
+      write_->queued_bytes -= r.n;
+      progress = true;
+      if (write_timeout_) write_->deadline = loop_clock::now() + *write_timeout_;
+    }
+    write_op done = std::move(write_->ops.front());
+    write_->ops.pop_front();
+    if (write_->ops.empty()) {
+      coll_->cancel_timer(write_->timer);
+      write_.reset();  // a callback may start the next write
+    }
+    write_status_ = io_status::ok;
+    write_error_ = nullptr;
+    progress = true;
+    if (done.cb) coll_->guarded([&] { done.cb(*this, done.done); });
+    if (coll_ == nullptr) return true;
+  }
+  maybe_run_shutdown();
+  return progress;
+}
+
+void state_impl::fail_writes(io_status status, std::exception_ptr error) {
+  auto q = std::move(write_);
+  coll_->cancel_timer(q->timer);
+  write_status_ = status;
+  write_error_ = error;
+  for (auto& op : q->ops) {
+    if (coll_ == nullptr) break;  // closed by a callback: no more callbacks
+    auto& cb = op.err ? op.err : op.cb;
+    if (cb) coll_->guarded([&] { cb(*this, op.done); });
+  }
+  maybe_run_shutdown();
+}
+
+void state_impl::arm_write_timer() {
+  if (!write_timeout_) return;
+  write_->deadline = loop_clock::now() + *write_timeout_;
+  write_->timer = coll_->add_timer(write_->deadline, [this] { write_timer_fired(); });
+}
+
+void state_impl::write_timer_fired() {
+  if (!write_ || coll_ == nullptr) return;
+  auto keep = self();
+  write_->timer = coll_->no_timer();
+  if (loop_clock::now() < write_->deadline) {
+    write_->timer = coll_->add_timer(write_->deadline, [this] { write_timer_fired(); });
+    return;
+  }
+  auto ms = write_timeout_ ? write_timeout_->count() : 0;
+  fail_writes(io_status::timeout,
+              io_error(std::make_error_code(std::errc::timed_out),
+                       "write to " + peer_text() + ": timed out after " + std::to_string(ms) + " ms", this));
+}
+
+}  // namespace comm::detail
