@@ -1,0 +1,249 @@
+// create_async_io_state_and_connected_tcp_socket: a non-blocking connect on the loop, address
+// after address within one connect timeout, then (with a TLS context) the handshake, then the
+// callback.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "async/state.hpp"
+
+namespace comm {
+namespace detail {
+
+std::string sni_for(const std::string& name);  // tls.cpp
+
+namespace {
+
+socklen_t to_sockaddr(const endpoint& ep, sockaddr_storage& ss) {
+  std::memset(&ss, 0, sizeof ss);
+  if (ep.address.is_v4()) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(ep.port);
+    sin->sin_addr.s_addr = htonl(ep.address.to_v4());
+    return sizeof(sockaddr_in);
+  }
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  sin6->sin6_family = AF_INET6;
+  sin6->sin6_port = htons(ep.port);
+  std::memcpy(&sin6->sin6_addr, ep.address.bytes().data(), 16);
+  sin6->sin6_scope_id = ep.address.scope_id();
+  return sizeof(sockaddr_in6);
+}
+
+std::string host_port(std::string_view host, std::uint16_t port) {
+  std::string h(host);
+  if (h.find(':') != std::string::npos) h = "[" + h + "]";
+  return h + ":" + std::to_string(port);
+}
+
+class connector final : public loop_member, public std::enable_shared_from_this<connector> {
+ public:
+  connector(collection_impl& c, std::string host, std::string service, connected_callback cb, async_connect_options o)
+      : c_(c), host_(std::move(host)), service_(std::move(service)), cb_(std::move(cb)), opts_(std::move(o)) {
+    timer_ = c_.no_timer();
+  }
+
+  void start() {
+    try {
+      endpoints_ = resolve(host_, service_, opts_.family);
+    } catch (...) {
+      fail(std::current_exception());
+      return;
+    }
+    if (opts_.connect_timeout)
+      timer_ = c_.add_timer(loop_clock::now() + *opts_.connect_timeout, [self = shared_from_this()] {
+        self->timer_ = self->c_.no_timer();
+        self->timed_out();
+      });
+    try_next();
+  }
+
+  void on_events(std::uint32_t) override {
+    auto keep = shared_from_this();
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(sock_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err == EINPROGRESS || err == EALREADY) return;
+    if (err == 0) {
+      // A spurious EPOLLOUT before the connect finished would show ENOTCONN here.
+      sockaddr_storage ss;
+      socklen_t sl = sizeof ss;
+      if (::getpeername(sock_.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) {
+        if (errno == ENOTCONN) return;
+      }
+      c_.remove(*this, sock_.get());
+      connected();
+      return;
+    }
+    c_.remove(*this, sock_.get());
+    sock_.reset();
+    last_errno_ = err;
+    try_next();
+  }
+
+  void close_quietly() noexcept override {
+    c_.cancel_timer(timer_);
+    c_.remove(*this, sock_.get());
+    sock_.reset();
+    done_ = true;
+  }
+
+ private:
+  void try_next() {
+    while (!done_ && next_ < endpoints_.size()) {
+      const endpoint& ep = endpoints_[next_++];
+      current_ = ep;
+      sockaddr_storage ss;
+      socklen_t sl = to_sockaddr(ep, ss);
+      int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        int e = errno;
+        fail(std::make_exception_ptr(socket_create_error({e, std::generic_category()},
+                                                         "connect to " + host_port(host_, ep.port) +
+                                                             ": socket: " + errno_text(e))));
+        return;
+      }
+      sock_.reset(fd);
+      int one = 1;
+      if (opts_.nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (opts_.keepalive) ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+      if (!opts_.local_address.empty() || !opts_.local_port.empty()) {
+        try {
+          endpoint local;
+          local.address = opts_.local_address.empty()
+                              ? (ep.address.is_v4() ? ip_address::any_v4() : ip_address::any_v6())
+                              : ip_address::parse(opts_.local_address);
+          local.port = opts_.local_port.empty() ? 0 : resolve_service(opts_.local_port);
+          sockaddr_storage ls;
+          socklen_t ll = to_sockaddr(local, ls);
+          ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+          if (::bind(fd, reinterpret_cast<sockaddr*>(&ls), ll) != 0) {
+            int e = errno;
+            throw socket_create_error({e, std::generic_category()},
+                                      "connect to " + host_port(host_, ep.port) + ": bind to " +
+                                          local.to_string() + ": " + errno_text(e));
+          }
+        } catch (...) {
+          sock_.reset();
+          fail(std::current_exception());
+          return;
+        }
+      }
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), sl) == 0) {
+        connected();
+        return;
+      }
+      int e = errno;
+      if (e == EINPROGRESS) {
+        try {
+          c_.add(shared_from_this(), fd, EPOLLOUT);
+        } catch (...) {
+          sock_.reset();
+          fail(std::current_exception());
+        }
+        return;
+      }
+      sock_.reset();
+      last_errno_ = e;
+    }
+    if (done_) return;
+    int e = last_errno_ ? last_errno_ : EHOSTUNREACH;
+    fail(std::make_exception_ptr(socket_connect_error(
+        {e, std::generic_category()}, "connect to " + host_port(host_, current_.port) + ": " + errno_text(e))));
+  }
+
+  void timed_out() {
+    if (done_) return;
+    c_.remove(*this, sock_.get());
+    sock_.reset();
+    auto ms = opts_.connect_timeout->count();
+    fail(std::make_exception_ptr(
+        socket_connect_error(std::make_error_code(std::errc::timed_out),
+                             "connect to " + host_port(host_, current_.port) + ": timed out after " +
+                                 std::to_string(ms) + " ms")));
+  }
+
+  void connected() {
+    c_.cancel_timer(timer_);
+    done_ = true;
+    async_io_state_options so;
+    so.read_timeout = opts_.read_timeout;
+    so.write_timeout = opts_.write_timeout;
+    so.user_info = std::move(opts_.user_info);
+    so.name = opts_.name;
+    so.queue_output = opts_.queue_output;
+    std::shared_ptr<state_impl> state;
+    try {
+      state = state_impl::create(c_, std::move(sock_), std::move(so));
+    } catch (...) {
+      deliver(nullptr, std::current_exception());
+      return;
+    }
+    if (std::holds_alternative<std::monostate>(opts_.ssl_ctx)) {
+      deliver(state, nullptr);
+      return;
+    }
+    attach_ssl_options ao;
+    ao.ssl_ctx = std::visit([](auto&& v) -> ssl_ctx_spec { return std::move(v); }, std::move(opts_.ssl_ctx));
+    ao.ssl_side = ssl_side::client;
+    ao.ctx_configure_callback = std::move(opts_.ctx_configure_callback);
+    ao.ssl_configure_callback = std::move(opts_.ssl_configure_callback);
+    ao.handshake_timeout = opts_.handshake_timeout;
+    ao.tlsext_host_name = opts_.tlsext_host_name.empty() ? sni_for(host_) : opts_.tlsext_host_name;
+    ao.host_name = host_;
+    ao.session_key = host_port(host_, current_.port);
+    auto cb = std::move(cb_);
+    async_io_state_attach_ssl(*state, std::move(ao), [cb](async_io_state& s, std::exception_ptr err) {
+      if (err) {
+        close_async_io_state(s);
+        if (cb) cb(nullptr, err);
+      } else if (cb) {
+        cb(&s, nullptr);
+      }
+    });
+  }
+
+  void fail(std::exception_ptr err) {
+    c_.cancel_timer(timer_);
+    done_ = true;
+    deliver(nullptr, std::move(err));
+  }
+
+  // From the loop, never inside the creating call.
+  void deliver(std::shared_ptr<state_impl> state, std::exception_ptr err) {
+    c_.defer([cb = std::move(cb_), state, err] {
+      if (state && !state->open()) return;  // closed meanwhile (close_wait_state_collection)
+      if (cb) cb(state.get(), err);
+    });
+  }
+
+  collection_impl& c_;
+  std::string host_, service_;
+  connected_callback cb_;
+  async_connect_options opts_;
+  std::vector<endpoint> endpoints_;
+  std::size_t next_ = 0;
+  endpoint current_;
+  socket_handle sock_;
+  timer_token timer_;
+  int last_errno_ = 0;
+  bool done_ = false;
+};
+
+}  // namespace
+}  // namespace detail
+
+void create_async_io_state_and_connected_tcp_socket(wait_state_collection& collection, std::string_view host,
+                                                    std::string_view service, connected_callback callback,
+                                                    async_connect_options options) {
+  auto& c = detail::impl_of(collection);
+  c.check_thread("create_async_io_state_and_connected_tcp_socket");
+  auto conn = std::make_shared<detail::connector>(c, std::string(host), std::string(service), std::move(callback),
+                                                  std::move(options));
+  conn->start();
+}
+
+}  // namespace comm
