@@ -156,7 +156,7 @@ struct server_options {
   address_family family = address_family::any;
   std::size_t max_threads = 64;       // handlers running at once; further clients wait in the backlog
   std::size_t max_connections = 1024; // accepted but not yet finished; beyond: closed at once
-  stream_options stream;
+  stream_options stream{};
   // TLS (server side): each accepted stream attaches TLS before the handler runs; a client that
   // fails its handshake is closed and reported to tls_error_callback, never to the handler.
   ssl_abstract_context ssl_ctx{};

@@ -1,0 +1,411 @@
+// stream_core: buffered, timed I/O over a non-blocking socket or a TLS engine.
+#include "stream/stream_core.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace comm::detail {
+
+// ---------------------------------------------------------------------------------------------
+io_result stream_transport::read(void* data, std::size_t size) {
+  if (prefix_left() > 0) {
+    std::size_t n = std::min(size, prefix_left());
+    std::memcpy(data, prefix.data() + prefix_pos, n);
+    prefix_pos += n;
+    if (prefix_left() == 0) {
+      prefix.clear();
+      prefix_pos = 0;
+    }
+    return {n, 0};
+  }
+  for (;;) {
+    ssize_t n = ::recv(core_.fd(), data, size, MSG_DONTWAIT);
+    if (n >= 0) return {static_cast<std::size_t>(n), 0};
+    if (errno != EINTR) return {0, errno};
+  }
+}
+
+io_result stream_transport::write(const void* data, std::size_t size) {
+  for (;;) {
+    ssize_t n = ::send(core_.fd(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) return {static_cast<std::size_t>(n), 0};
+    if (errno != EINTR) return {0, errno};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+stream_core::stream_core(socket_handle socket, const stream_options& opts, socket_stream* owner)
+    : options(opts), socket_(std::move(socket)), owner_(owner) {
+  if (options.buffer_size == 0) options.buffer_size = 1;
+  in_.resize(options.buffer_size);
+  out_.resize(options.buffer_size);
+  setg(in_.data(), in_.data(), in_.data());
+  setp(out_.data(), out_.data() + out_.size());
+  if (socket_) set_nonblocking(socket_.get(), true);
+  reset_peer_text();
+}
+
+stream_core::~stream_core() {
+  try {
+    close();
+  } catch (...) {
+    // Destruction cannot report a failed flush; close() was the place to see it.
+  }
+}
+
+void stream_core::set_owner(socket_stream* owner) noexcept {
+  owner_ = owner;
+  if (engine) {
+    engine->owner = owner;
+    register_connection(engine->native(), owner);
+  }
+}
+
+void stream_core::reset_peer_text() {
+  if (auto ep = get_socket_peer_address(socket_.get()))
+    peer_text_ = ep->to_string();
+  else if (socket_)
+    peer_text_ = "socket " + std::to_string(socket_.get());
+  else
+    peer_text_ = "closed socket";
+}
+
+void stream_core::throw_io(int e, const std::string& operation) const {
+  throw socket_io_error(errno_code(e), operation + " " + peer_text_, owner_);
+}
+
+void stream_core::wait(short events, const std::optional<clock::time_point>& deadline,
+                       std::optional<milliseconds> timeout, const char* operation) {
+  int ev = poll_one(socket_.get(), events, deadline);
+  if (ev == 0)
+    throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
+                               std::string(operation) + " " + peer_text_ + ": timed out after " +
+                                   std::to_string(timeout ? timeout->count() : 0) + " ms",
+                               owner_);
+  if (ev < 0) throw_io(errno, operation);
+  // POLLERR / POLLHUP: the next recv/send reports the cause.
+}
+
+tls_result stream_core::drive_tls(const std::function<tls_result()>& op, const std::optional<milliseconds>& timeout,
+                                  const char* operation, bool throw_on_timeout) {
+  for (;;) {
+    tls_result r = op();
+    switch (r.status) {
+      case tls_status::done:
+      case tls_status::closed:
+        return r;
+      case tls_status::error:
+        std::rethrow_exception(engine->error(operation, peer_text_));
+      case tls_status::want_input:
+      case tls_status::want_output: {
+        short events = r.status == tls_status::want_input ? POLLIN : POLLOUT;
+        if (!throw_on_timeout) {
+          int ev = poll_one(socket_.get(), events, deadline_after(timeout));
+          if (ev == 0) return {tls_status::want_input, 0};
+          if (ev < 0) throw_io(errno, operation);
+        } else {
+          wait(events, deadline_after(timeout), timeout, operation);
+        }
+        break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+std::size_t stream_core::read_raw(char* data, std::size_t size) {
+  if (!socket_) throw_io(EBADF, "read from");
+  if (input_shut) throw socket_io_error(std::make_error_code(std::errc::not_connected),
+                                        "read from " + peer_text_ + ": input was shut down", owner_);
+  if (size == 0) return 0;
+  if (engine) {
+    tls_result r = drive_tls([&] { return engine->read(data, size); }, options.read_timeout, "TLS read from");
+    return r.status == tls_status::closed ? 0 : r.bytes;
+  }
+  for (;;) {
+    ssize_t n = ::recv(socket_.get(), data, size, MSG_DONTWAIT);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) throw_io(e, "read from");
+    wait(POLLIN, deadline_after(options.read_timeout), options.read_timeout, "read from");
+  }
+}
+
+std::size_t stream_core::write_raw(const char* data, std::size_t size) {
+  if (!socket_) throw_io(EBADF, "write to");
+  if (output_shut) throw socket_io_error(std::make_error_code(std::errc::broken_pipe),
+                                         "write to " + peer_text_ + ": output was shut down", owner_);
+  if (engine) {
+    tls_result r = drive_tls([&] { return engine->write(data, size); }, options.write_timeout, "TLS write to");
+    if (r.status == tls_status::closed)
+      throw ssl_closed(ssl_errc::closed, "TLS write to " + peer_text_ + ": the peer closed the connection",
+                       {ssl_code_kind::closed, 0}, owner_);
+    return r.bytes;
+  }
+  for (;;) {
+    ssize_t n = ::send(socket_.get(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) throw_io(e, "write to");
+    wait(POLLOUT, deadline_after(options.write_timeout), options.write_timeout, "write to");
+  }
+}
+
+void stream_core::write_all_raw(const char* data, std::size_t size) {
+  while (size > 0) {
+    std::size_t n = write_raw(data, size);
+    data += n;
+    size -= n;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+std::size_t stream_core::buffered_input() const noexcept {
+  return buffered() + (engine ? engine->pending() : 0);
+}
+
+std::size_t stream_core::read_some(char* data, std::size_t size) {
+  if (size == 0) return 0;
+  if (buffered() > 0) {
+    std::size_t n = std::min(size, buffered());
+    std::memcpy(data, gptr(), n);
+    gbump(static_cast<int>(n));
+    return n;
+  }
+  // Large reads go straight into the caller's buffer: no second copy.
+  if (size >= in_.size()) return read_raw(data, size);
+  if (traits_type::eq_int_type(underflow(), traits_type::eof())) return 0;
+  std::size_t n = std::min(size, buffered());
+  std::memcpy(data, gptr(), n);
+  gbump(static_cast<int>(n));
+  return n;
+}
+
+void stream_core::unread(const char* data, std::size_t size) {
+  if (size == 0) return;
+  std::vector<char> merged;
+  merged.reserve(size + buffered());
+  merged.insert(merged.end(), data, data + size);
+  merged.insert(merged.end(), gptr(), egptr());
+  if (merged.size() > in_.size()) in_.resize(merged.size());
+  std::memcpy(in_.data(), merged.data(), merged.size());
+  setg(in_.data(), in_.data(), in_.data() + merged.size());
+}
+
+std::optional<std::string> stream_core::read_line() {
+  std::string line;
+  const std::size_t max = options.max_line_length;
+  try {
+    for (;;) {
+      if (buffered() == 0 && traits_type::eq_int_type(underflow(), traits_type::eof())) {
+        if (line.empty()) return std::nullopt;
+        return line;  // final line without newline, as is
+      }
+      const char* begin = gptr();
+      const char* nl = static_cast<const char*>(std::memchr(begin, '\n', buffered()));
+      std::size_t take = nl ? static_cast<std::size_t>(nl - begin) : buffered();
+      line.append(begin, take);
+      gbump(static_cast<int>(take + (nl ? 1 : 0)));
+      if (nl && !line.empty() && line.back() == '\r') line.pop_back();
+      // Bounded: at most max + one CR + one buffer's worth is ever held.
+      if (line.size() > max + (nl ? 0 : 1))
+        throw socket_io_error(std::make_error_code(std::errc::message_size),
+                              "read_line from " + peer_text_ + ": line longer than " + std::to_string(max) + " bytes",
+                              owner_);
+      if (nl) return line;
+    }
+  } catch (const socket_timeout_error&) {
+    unread(line.data(), line.size());  // nothing lost: the next read sees the partial line again
+    throw;
+  }
+}
+
+void stream_core::write(const char* data, std::size_t size) {
+  if (output_shut) throw socket_io_error(std::make_error_code(std::errc::broken_pipe),
+                                         "write to " + peer_text_ + ": output was shut down", owner_);
+  std::size_t room = static_cast<std::size_t>(epptr() - pptr());
+  if (size <= room) {
+    std::memcpy(pptr(), data, size);
+    pbump(static_cast<int>(size));
+    if (size == room) flush_output();
+    return;
+  }
+  if (size >= out_.size()) {
+    // Large writes bypass the buffer once it is flushed.
+    flush_output();
+    write_all_raw(data, size);
+    return;
+  }
+  std::memcpy(pptr(), data, room);
+  pbump(static_cast<int>(room));
+  flush_output();
+  std::memcpy(pptr(), data + room, size - room);
+  pbump(static_cast<int>(size - room));
+}
+
+void stream_core::flush_output() {
+  std::size_t len = static_cast<std::size_t>(pptr() - pbase());
+  std::size_t done = 0;
+  auto compact = [&] {
+    std::memmove(out_.data(), out_.data() + done, len - done);
+    setp(out_.data(), out_.data() + out_.size());
+    pbump(static_cast<int>(len - done));
+  };
+  try {
+    while (done < len) done += write_raw(pbase() + done, len - done);
+  } catch (...) {
+    compact();  // keep what was not sent, so a retry after a timeout sends it
+    throw;
+  }
+  compact();
+}
+
+void stream_core::discard_buffers() noexcept {
+  setg(in_.data(), in_.data(), in_.data());
+  setp(out_.data(), out_.data() + out_.size());
+}
+
+// ---------------------------------------------------------------------------------------------
+stream_core::int_type stream_core::underflow() {
+  if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+  if (in_.size() > options.buffer_size && options.buffer_size > 0) in_.resize(options.buffer_size);
+  std::size_t n = read_raw(in_.data(), in_.size());
+  setg(in_.data(), in_.data(), in_.data() + n);
+  if (n == 0) return traits_type::eof();
+  return traits_type::to_int_type(*gptr());
+}
+
+stream_core::int_type stream_core::overflow(int_type c) {
+  flush_output();
+  if (!traits_type::eq_int_type(c, traits_type::eof())) {
+    *pptr() = traits_type::to_char_type(c);
+    pbump(1);
+  }
+  return traits_type::not_eof(c);
+}
+
+int stream_core::sync() {
+  flush_output();
+  return 0;
+}
+
+std::streamsize stream_core::xsgetn(char_type* s, std::streamsize n) {
+  std::streamsize got = 0;
+  while (got < n) {
+    std::size_t r = read_some(s + got, static_cast<std::size_t>(n - got));
+    if (r == 0) break;
+    got += static_cast<std::streamsize>(r);
+  }
+  return got;
+}
+
+std::streamsize stream_core::xsputn(const char_type* s, std::streamsize n) {
+  write(s, static_cast<std::size_t>(n));
+  return n;
+}
+
+std::streamsize stream_core::showmanyc() {
+  std::size_t n = buffered_input();
+  return n > 0 ? static_cast<std::streamsize>(n) : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+void stream_core::shutdown(direction dir, bool abort) {
+  if (!socket_) throw_io(EBADF, "shutdown of");
+  if (abort) {
+    discard_buffers();
+  } else if (dir != direction::input && !output_shut) {
+    flush_output();
+    if (engine && !engine->close_notify_sent())
+      drive_tls([&] { return engine->shutdown(); }, options.write_timeout, "TLS close_notify to");
+  }
+  int how = dir == direction::input ? SHUT_RD : dir == direction::output ? SHUT_WR : SHUT_RDWR;
+  if (::shutdown(socket_.get(), how) != 0 && errno != ENOTCONN) throw_io(errno, "shutdown of");
+  if (dir != direction::output) input_shut = true;
+  if (dir != direction::input) output_shut = true;
+}
+
+void stream_core::close() {
+  if (!socket_) return;
+  std::exception_ptr flush_error;
+  if (!output_shut && pptr() > pbase()) {
+    try {
+      flush_output();
+    } catch (...) {
+      flush_error = std::current_exception();
+    }
+  }
+  if (engine) {
+    // One close_notify, without waiting for the peer's (the model's retry-count nil).
+    if (!output_shut && !flush_error && !engine->close_notify_sent()) {
+      try {
+        (void)engine->shutdown();
+      } catch (...) {
+      }
+    }
+    drop_engine();
+  }
+  discard_buffers();
+  socket_.reset();
+  peer_text_ = "closed socket";
+  if (flush_error) std::rethrow_exception(flush_error);
+}
+
+socket_handle stream_core::replace_socket(socket_handle s) {
+  socket_handle old = std::move(socket_);
+  if (old) {
+    try {
+      set_nonblocking(old.get(), false);  // hand it back as it came: blocking
+    } catch (...) {
+    }
+  }
+  socket_ = std::move(s);
+  if (socket_) set_nonblocking(socket_.get(), true);
+  input_shut = output_shut = false;
+  reset_peer_text();
+  return old;
+}
+
+// ---------------------------------------------------------------------------------------------
+void stream_core::restore_prefix() noexcept {
+  if (transport.prefix_left() > 0) {
+    try {
+      unread(transport.prefix.data() + transport.prefix_pos, transport.prefix_left());
+    } catch (...) {
+    }
+  }
+  transport.prefix.clear();
+  transport.prefix_pos = 0;
+}
+
+void stream_core::move_input_to_prefix() {
+  transport.prefix.assign(gptr(), egptr());
+  transport.prefix_pos = 0;
+  setg(in_.data(), in_.data(), in_.data());
+}
+
+std::unique_ptr<tls_engine> stream_core::take_engine() noexcept { return std::move(engine); }
+
+void stream_core::drop_engine() noexcept {
+  if (engine) {
+    unregister_connection(engine->native());
+    engine.reset();
+  }
+  restore_prefix();
+}
+
+stream_core& core_of(const socket_stream& s, const char* operation) {
+  stream_core* c = s.core_();
+  if (c == nullptr || !c->is_open())
+    throw socket_io_error(std::make_error_code(std::errc::bad_file_descriptor),
+                          std::string(operation) + ": the stream is not open", &s);
+  return *c;
+}
+
+}  // namespace comm::detail

@@ -1,0 +1,119 @@
+// The engine room of socket_stream: a std::streambuf that owns the socket, the input and output
+// buffers, the timeouts, the shutdown state and (while TLS is attached) the TLS engine.
+// socket_stream holds it by unique_ptr so that its address, which the engine's transport and the
+// iostream's rdbuf point to, never changes when the stream is moved.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <streambuf>
+#include <string>
+#include <vector>
+
+#include "comm/stream.hpp"
+#include "net/sockaddr.hpp"
+#include "tls/engine.hpp"
+
+namespace comm::detail {
+
+class stream_core;
+
+// The engine's ciphertext transport: first the plain bytes the stream had already buffered when
+// TLS was attached (a STARTTLS server may hold the start of the ClientHello), then the socket.
+class stream_transport final : public transport {
+ public:
+  explicit stream_transport(stream_core& core) noexcept : core_(core) {}
+  io_result read(void* data, std::size_t size) override;
+  io_result write(const void* data, std::size_t size) override;
+  std::vector<char> prefix;  // unread plain bytes from before the attach
+  std::size_t prefix_pos = 0;
+  std::size_t prefix_left() const noexcept { return prefix.size() - prefix_pos; }
+
+ private:
+  stream_core& core_;
+};
+
+class stream_core final : public std::streambuf {
+ public:
+  stream_core(socket_handle socket, const stream_options& options, socket_stream* owner);
+  ~stream_core() override;
+  stream_core(const stream_core&) = delete;
+  stream_core& operator=(const stream_core&) = delete;
+
+  int fd() const noexcept { return socket_.get(); }
+  bool is_open() const noexcept { return socket_.is_open(); }
+  const std::string& peer() const noexcept { return peer_text_; }
+  socket_stream* owner() const noexcept { return owner_; }
+  void set_owner(socket_stream* owner) noexcept;
+
+  // One read (from the TLS engine when attached, else the socket), waiting up to the read timeout.
+  // 0 = end of stream.
+  std::size_t read_raw(char* data, std::size_t size);
+  // One write (partial writes possible), waiting up to the write timeout; returns bytes taken (> 0).
+  std::size_t write_raw(const char* data, std::size_t size);
+  void write_all_raw(const char* data, std::size_t size);
+
+  // Buffered API used by socket_stream.
+  std::size_t read_some(char* data, std::size_t size);
+  std::optional<std::string> read_line();
+  void write(const char* data, std::size_t size);
+  void flush_output();
+  std::size_t buffered() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
+  std::size_t buffered_input() const noexcept;
+  void discard_buffers() noexcept;
+  // Puts bytes back in front of the unread input (after a timeout in read_line, or a TLS prefix).
+  void unread(const char* data, std::size_t size);
+
+  // Waits for readiness until the deadline; throws socket_timeout_error naming `operation`.
+  void wait(short events, const std::optional<clock::time_point>& deadline, std::optional<milliseconds> timeout,
+            const char* operation);
+  // Throws the socket_io_error for errno e during operation.
+  [[noreturn]] void throw_io(int e, const std::string& operation) const;
+
+  void shutdown(direction dir, bool abort);
+  void close();  // idempotent; rethrows a flush error after closing
+  socket_handle replace_socket(socket_handle s);
+
+  // Runs an engine operation to completion: waits on want_input / want_output (each wait bounded by
+  // timeout), rethrows the engine's error. Returns done or closed; on timeout throws
+  // socket_timeout_error, or returns want_input when throw_on_timeout is false.
+  tls_result drive_tls(const std::function<tls_result()>& op, const std::optional<milliseconds>& timeout,
+                       const char* operation, bool throw_on_timeout = true);
+
+  // TLS (see tls_stream.cpp).
+  void drop_engine() noexcept;  // unregister, destroy, give unread prefix bytes back to the buffer
+  std::unique_ptr<tls_engine> take_engine() noexcept;
+  void restore_prefix() noexcept;
+  void move_input_to_prefix();
+
+  stream_options options;
+  bool input_shut = false;
+  bool output_shut = false;
+  stream_transport transport{*this};     // declared before engine: outlives it
+  std::unique_ptr<tls_engine> engine;
+
+ protected:
+  int_type underflow() override;
+  int_type overflow(int_type c) override;
+  int sync() override;
+  std::streamsize xsgetn(char_type* s, std::streamsize n) override;
+  std::streamsize xsputn(const char_type* s, std::streamsize n) override;
+  std::streamsize showmanyc() override;
+
+ private:
+  friend class stream_transport;
+  void reset_peer_text();
+
+  socket_handle socket_;
+  socket_stream* owner_;
+  std::string peer_text_;
+  std::vector<char> in_;
+  std::vector<char> out_;
+};
+
+// The core of a stream, or socket_io_error when the stream is not open.
+stream_core& core_of(const socket_stream& s, const char* operation);
+
+}  // namespace comm::detail
