@@ -80,5 +80,8 @@ std::vector<certificate_data> peer_certificates_data(gnutls_session_t session);
 std::vector<native_certificate> copy_peer_certificates(gnutls_session_t session);
 
 bool is_ip_literal(const std::string& host) noexcept;
+// The OpenSSL name of a suite given by its IANA name (the same name from both implementations);
+// the IANA name itself when the suite is not in the mapping table.
+std::string openssl_suite_name(const std::string& iana);
 
 }  // namespace comm::detail::gtls

@@ -115,6 +115,16 @@ constexpr group_mapping groups[] = {
     {"ffdhe6144", "GROUP-FFDHE6144"}, {"ffdhe8192", "GROUP-FFDHE8192"},
 };
 
+}  // namespace
+
+std::string openssl_suite_name(const std::string& iana) {
+  for (const auto& s : suites)
+    if (iana == s.iana) return s.openssl;
+  return iana;
+}
+
+namespace {
+
 std::vector<std::string> split(const std::string& list) {
   std::vector<std::string> out;
   std::string token;
@@ -343,7 +353,8 @@ class gnutls_backend final : public tls_backend {
   std::unique_ptr<tls_engine> create_engine(std::shared_ptr<backend_context> context, const ssl_context_options&,
                                             const engine_params& params, transport& t) const override {
     auto c = std::dynamic_pointer_cast<gnutls_context>(std::move(context));
-    if (!c) throw ssl_failure(ssl_errc::invalid_argument, "attach TLS: the context was not realised by GnuTLS");
+    if (!c) throw std::invalid_argument("GnuTLS engine: the context was realised by another implementation");
+    if (params.ctx_configure) params.ctx_configure(gnutls_credentials_ref{c->credentials.get()});
     return make_gnutls_engine(std::move(c), params, t);
   }
 
@@ -355,7 +366,8 @@ class gnutls_backend final : public tls_backend {
     o.name = "default";
     if (keyword == ssl_protocol_keyword::tls_v1_2) o.protocol_version = {ssl_protocol_version::tls_v1_2, ssl_protocol_version::tls_v1_2};
     if (keyword == ssl_protocol_keyword::tls_v1_3) o.protocol_version = {ssl_protocol_version::tls_v1_3, ssl_protocol_version::tls_v1_3};
-    const ssl_side side = params.side == ssl_side::server ? ssl_side::server : params.side;
+    o.session_resumption = false;  // nothing to share sessions with
+    const ssl_side side = params.side == ssl_side::client ? ssl_side::client : ssl_side::server;
     std::shared_ptr<gnutls_context> c;
     if (side == ssl_side::client && !params.ctx_configure) {
       // The system store is parsed once per keyword, not per connection.
@@ -369,9 +381,7 @@ class gnutls_backend final : public tls_backend {
       c = realize_context(o, side);
       if (params.ctx_configure) params.ctx_configure(gnutls_credentials_ref{c->credentials.get()});
     }
-    engine_params p = params;
-    p.ctx_configure = nullptr;  // already applied to this engine's own credentials
-    return make_gnutls_engine(std::move(c), p, t);
+    return make_gnutls_engine(std::move(c), params, t);
   }
 };
 

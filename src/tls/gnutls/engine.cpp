@@ -13,10 +13,12 @@ namespace {
 class gnutls_engine final : public tls_engine {
  public:
   gnutls_engine(std::shared_ptr<gnutls_context> context, const engine_params& p, transport& t)
-      : ctx_(std::move(context)), active_(ctx_.get()), t_(t), adopted_(false), side_(p.side), sni_(p.sni),
-        session_key_(p.session_key), ctx_configure_(p.ctx_configure), ssl_configure_(p.ssl_configure) {
+      : ctx_(std::move(context)), active_(ctx_.get()), t_(t), adopted_(false), side_(p.side),
+        sni_(!p.sni.empty() ? p.sni : ctx_->options.tlsext_host_name), session_key_(p.session_key),
+        ssl_configure_(p.ssl_configure) {
     owner = p.owner;
-    if (ctx_->options.check_host_name) host_name_ = p.host_name;
+    // The name verified: the one asked for, else the SNI (as the OpenSSL engine does).
+    if (ctx_->options.check_host_name) host_name_ = !p.host_name.empty() ? p.host_name : sni_;
     if (side_ != ssl_side::both) setup(side_);
   }
   gnutls_engine(session_ptr adopted, const engine_params& p, transport& t)
@@ -24,7 +26,14 @@ class gnutls_engine final : public tls_engine {
     owner = p.owner;
     session_ = std::move(adopted);
     attach_transport();  // the only thing comm sets on an adopted session
+    if (p.ssl_configure) p.ssl_configure(gnutls_session_ref{session_.get()});
+    register_engine(native(), this);
   }
+  ~gnutls_engine() override {
+    if (session_) unregister_connection(native());
+  }
+  gnutls_engine(const gnutls_engine&) = delete;
+  gnutls_engine& operator=(const gnutls_engine&) = delete;
 
   ssl_implementation implementation() const noexcept override { return ssl_implementation::gnutls; }
 
@@ -39,6 +48,10 @@ class gnutls_engine final : public tls_engine {
         return {tls_status::done, 0};
       }
       if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) return again();
+      if (rc == GNUTLS_E_WARNING_ALERT_RECEIVED && gnutls_alert_get(session()) == GNUTLS_A_CLOSE_NOTIFY) {
+        closed_ = true;  // an orderly close where a handshake was expected
+        return fail(rc, false);
+      }
       if (gnutls_error_is_fatal(rc) == 0) continue;  // a warning alert (e.g. unrecognized_name)
       return fail(rc, true);
     }
@@ -86,6 +99,11 @@ class gnutls_engine final : public tls_engine {
       if (r.status != tls_status::done) return r;
     }
     if (error_code_ != 0) return {tls_status::error, 0};
+    if (close_notify_received_) {  // a write after the peer's close_notify
+      closed_ = true;
+      error_code_ = GNUTLS_E_SESSION_EOF;
+      return {tls_status::error, 0};
+    }
     if (tls_result r = flush_alert(); r.status != tls_status::done) return r;
     if (size == 0) return {tls_status::done, 0};
     // One record per call (partial write); after GNUTLS_E_AGAIN GnuTLS keeps the encrypted record
@@ -156,11 +174,12 @@ class gnutls_engine final : public tls_engine {
       default: return ssl_protocol_version::unknown;
     }
   }
-  // The IANA name of the suite ("TLS_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256").
+  // The name OpenSSL gives the same suite ("TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"),
+  // so that both implementations answer alike; GnuTLS's own IANA name when there is no mapping.
   std::string cipher() const override {
     if (!session_ || !handshake_done_) return {};
     const char* name = gnutls_ciphersuite_get(session_.get());
-    return name ? name : "";
+    return name ? openssl_suite_name(name) : "";
   }
   std::string alpn_protocol() const override {
     gnutls_datum_t d{};
@@ -323,11 +342,10 @@ class gnutls_engine final : public tls_engine {
   bool adopted_;
   ssl_side side_;
   std::string sni_, host_name_, session_key_;
-  comm::ctx_configure_callback ctx_configure_;
   comm::ssl_configure_callback ssl_configure_;
 
   bool handshake_done_ = false, close_notify_received_ = false, close_notify_sent_ = false;
-  bool session_stored_ = false, alert_pending_ = false, eof_ = false;
+  bool session_stored_ = false, alert_pending_ = false, eof_ = false, closed_ = false;
   int io_errno_ = 0;
   int error_code_ = 0;
   std::string error_message_;
@@ -375,8 +393,8 @@ void gnutls_engine::setup(ssl_side side) {
       library_failure("GnuTLS ALPN", rc);
   }
   if (c.options.gnutls_session_configure_callback) c.options.gnutls_session_configure_callback(gnutls_session_ref{s});
-  if (ctx_configure_) ctx_configure_(gnutls_credentials_ref{c.credentials.get()});
   if (ssl_configure_) ssl_configure_(gnutls_session_ref{s});
+  register_engine(native(), this);
 }
 
 void gnutls_engine::apply_server_verification(const gnutls_context& c) {
@@ -476,50 +494,55 @@ int gnutls_engine::on_cert_request() {
 }
 
 std::exception_ptr gnutls_engine::error(const std::string& operation, const std::string& peer) const {
-  const std::string prefix = operation + (peer.empty() ? std::string() : " with " + peer) + ": ";
+  // The same classes, codes and texts as the OpenSSL engine for the same situations.
+  const std::string where = operation + (peer.empty() ? "" : " with " + peer);
   const ssl_connection* conn = owner;
-  if (callback_error_) return callback_error_;
+  if (callback_error_ && refused_by_.kind == ssl_code_kind::none) return callback_error_;
   if (refused_by_.kind == ssl_code_kind::verify_callback)
     return std::make_exception_ptr(ssl_verification_failure(
-        verify_reason::rejected_by_callback, prefix + "certificate verify failed: rejected by verify callback", refused_by_, conn));
-  if (refused_by_.kind == ssl_code_kind::client_hello_callback)
-    return std::make_exception_ptr(
-        ssl_failure(ssl_errc::failure, prefix + "the client hello callback refused the connection", refused_by_, conn));
-  if (refused_by_.kind == ssl_code_kind::cert_request_callback)
-    return std::make_exception_ptr(
-        ssl_failure(ssl_errc::failure, prefix + "the certificate request callback refused to go on", refused_by_, conn));
+        verify_reason::rejected_by_callback, where + ": certificate rejected by the verify callback", refused_by_, conn));
+  if (refused_by_.kind != ssl_code_kind::none)
+    return std::make_exception_ptr(ssl_failure(
+        ssl_errc::failure,
+        where + ": handshake refused by the " +
+            (refused_by_.kind == ssl_code_kind::client_hello_callback ? "client hello" : "certificate request") + " callback",
+        refused_by_, conn));
+  if (closed_)
+    return std::make_exception_ptr(ssl_closed(ssl_errc::closed, where + ": the peer closed the TLS connection (close_notify)",
+                                              {ssl_code_kind::closed, 0}, conn));
+  if (verify_failure_ && verify_failure_->reason == verify_reason::no_certificate)
+    return std::make_exception_ptr(ssl_verification_failure(
+        verify_reason::no_certificate, where + ": the peer did not send a certificate", {ssl_code_kind::verification, 0}, conn));
   if (verify_failure_)
     return std::make_exception_ptr(ssl_verification_failure(
-        verify_failure_->reason, prefix + "certificate verify failed: " + verify_failure_->message,
+        verify_failure_->reason, where + ": certificate verify failed: " + verify_failure_->message,
         {ssl_code_kind::verification, verify_failure_->code}, conn));
   if (!error_message_.empty())
-    return std::make_exception_ptr(ssl_failure(ssl_errc::failure, prefix + error_message_, {}, conn));
+    return std::make_exception_ptr(ssl_failure(ssl_errc::failure, where + ": " + error_message_, {}, conn));
   const int rc = error_code_;
   if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR && session_) {
     // An adopted session verifying with gnutls_session_set_verify_cert.
     verify_result r = verify_result_from_status(session_.get(), gnutls_session_get_verify_cert_status(session_.get()));
-    return std::make_exception_ptr(ssl_verification_failure(r.reason, prefix + "certificate verify failed: " + r.message,
+    return std::make_exception_ptr(ssl_verification_failure(r.reason, where + ": certificate verify failed: " + r.message,
                                                             {ssl_code_kind::verification, r.code}, conn));
   }
-  if (io_errno_ != 0 && (rc == GNUTLS_E_PULL_ERROR || rc == GNUTLS_E_PUSH_ERROR)) {
-    if (io_errno_ == ECONNRESET || io_errno_ == EPIPE)
-      return std::make_exception_ptr(ssl_failure(
-          ssl_errc::truncated, prefix + "connection reset without close_notify (truncated): " + std::strerror(io_errno_),
-          {ssl_code_kind::truncated, io_errno_}, conn));
-    return std::make_exception_ptr(
-        socket_io_error(std::error_code(io_errno_, std::system_category()), prefix + std::strerror(io_errno_), conn));
-  }
-  if (rc == GNUTLS_E_PREMATURE_TERMINATION || (eof_ && !close_notify_received_))
+  if (rc == GNUTLS_E_NO_CERTIFICATE_FOUND && side_ == ssl_side::server)
+    return std::make_exception_ptr(ssl_verification_failure(
+        verify_reason::no_certificate, where + ": the peer did not send a certificate", {ssl_code_kind::verification, 0}, conn));
+  if (io_errno_ != 0 && io_errno_ != ECONNRESET && io_errno_ != EPIPE)
+    return std::make_exception_ptr(socket_io_error(std::error_code(io_errno_, std::generic_category()),
+                                                   where + ": " + std::strerror(io_errno_), conn));
+  if (io_errno_ != 0 || eof_ || rc == GNUTLS_E_PREMATURE_TERMINATION)
     return std::make_exception_ptr(ssl_failure(
-        ssl_errc::truncated, prefix + "the peer closed the connection without close_notify (truncated)",
+        ssl_errc::truncated,
+        where + ": connection truncated (no close_notify)" + (io_errno_ ? std::string(": ") + std::strerror(io_errno_) : ""),
         {ssl_code_kind::truncated, 0}, conn));
-  if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED && session_) {
+  std::string text = gnutls_strerror(rc);
+  if ((rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) && session_) {
     const char* alert = gnutls_alert_get_name(gnutls_alert_get(session_.get()));
-    return std::make_exception_ptr(ssl_error(ssl_errc::library_error,
-                                             prefix + "the peer sent a fatal alert: " + (alert ? alert : "unknown"),
-                                             {ssl_code_kind::library, rc}, conn));
+    text = std::string("the peer sent the alert: ") + (alert ? alert : "unknown");
   }
-  return std::make_exception_ptr(ssl_failure(ssl_errc::failure, prefix + gnutls_strerror(rc), {ssl_code_kind::library, rc}, conn));
+  return std::make_exception_ptr(ssl_failure(ssl_errc::failure, where + ": " + text, {ssl_code_kind::library, rc}, conn));
 }
 
 }  // namespace
