@@ -1,0 +1,300 @@
+"""The workloads of bench/run.py: what each side runs, which figure is taken, the targets.
+
+A workload runs its sides (program pairs) alternately; each side's run yields a dict of figures.
+Rows turn medians of those figures into table lines: which side is "comm", which the peer.
+"""
+import os
+import re
+import subprocess
+
+IMPLS = ("openssl", "gnutls")
+MEMO = {}  # medians by row name, for rows judged against other rows
+
+
+def _ratio(a, b):
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def at_least(x):
+    def judge(row):
+        r = _ratio(row["comm"], row["asio"])
+        return r, "n/a" if r is None else ("yes" if r >= x else "no")
+    return judge
+
+
+def at_most(x):
+    def judge(row):
+        r = _ratio(row["comm"], row["asio"])
+        return r, "n/a" if r is None else ("yes" if r <= x else "no")
+    return judge
+
+
+def info(row):
+    return _ratio(row["comm"], row["asio"]), "-"
+
+
+def side(program, server, client, server_program=None, client_program=None):
+    return {"program": program, "server": server, "client": client,
+            "server_program": server_program, "client_program": client_program}
+
+
+# ---------------------------------------------------------------------------------------------
+
+def bulk(quick, tls, size):
+    total = (4 << 20) if quick else ((512 << 20) if tls else (2 << 30))
+    common = [f"--size={size}", f"--total={total}"] + (["--tls"] if tls else [])
+    s = lambda prog, extra=(): side(prog, ["--role=server", *common, *extra], ["--role=client", *common, *extra])
+    sides = {}
+    impls = IMPLS if tls else ("openssl",)
+    for impl in impls:
+        sfx = "" if impl == "openssl" else "_gnutls"
+        sides["comm" + sfx] = s("bench_comm_bulk", [f"--impl={impl}"])
+        sides["comm_async" + sfx] = s("bench_comm_async_bulk", [f"--impl={impl}"])
+    sides["asio"] = s("bench_asio_bulk")
+    if not tls:
+        sides["raw"] = s("bench_raw_bulk")
+    kib = size // 1024
+    if tls:
+        rows = []
+        for impl in impls:
+            sfx = "" if impl == "openssl" else "_gnutls"
+            label = "OpenSSL" if impl == "openssl" else "GnuTLS"
+            rows.append({"name": f"TLS bulk {kib} KiB writes, MiB/s, socket_stream ({label})", "key": "mib_s",
+                         "comm": "comm" + sfx, "judge": at_least(1.15), "target": ">= 1.15x Asio"})
+            rows.append({"name": f"TLS bulk {kib} KiB writes, MiB/s, async_io_state ({label})", "key": "mib_s",
+                         "comm": "comm_async" + sfx, "judge": at_least(1.15), "target": ">= 1.15x Asio"})
+    else:
+        def plain_judge(row):
+            r = _ratio(row["comm"], row["asio"])
+            rr = _ratio(row["comm"], row["raw"])
+            if r is None:
+                return None, "n/a"
+            ok = r >= 1.0 and rr is not None and rr >= 0.95
+            return r, ("yes" if ok else "no") + (f" ({rr:.2f}x raw)" if rr else "")
+        rows = [{"name": f"Plain TCP bulk {kib} KiB writes, MiB/s, socket_stream", "key": "mib_s", "comm": "comm",
+                 "raw": "raw", "judge": plain_judge, "target": ">= 1.0x Asio and >= 0.95x raw"},
+                {"name": f"Plain TCP bulk {kib} KiB writes, MiB/s, async_io_state", "key": "mib_s", "comm": "comm_async",
+                 "raw": "raw", "judge": plain_judge, "target": ">= 1.0x Asio and >= 0.95x raw"}]
+    return {"name": f"{'TLS' if tls else 'plain'} bulk {kib} KiB", "sides": sides, "rows": rows,
+            "metric": lambda c, s, st: {"mib_s": c["mib_s"]}, "timeout": 60}
+
+
+def handshakes(quick, inflight, resume):
+    millis = 300 if quick else 1000
+    common = ["--tls", f"--inflight={inflight}", f"--millis={millis}"] + (["--resume"] if resume else [])
+    sides = {}
+    for impl in IMPLS:
+        sfx = "" if impl == "openssl" else "_gnutls"
+        for kind, prog in (("comm", "bench_comm_handshake"), ("comm_async", "bench_comm_async_handshake")):
+            sides[kind + sfx] = side(prog, ["--role=server", "--tls", f"--impl={impl}"], ["--role=client", *common, f"--impl={impl}"])
+    sides["asio"] = side("bench_asio_handshake", ["--role=server"], ["--role=client", *common])
+    what = "resumed" if resume else "full"
+    rows = []
+    for impl in IMPLS:
+        sfx = "" if impl == "openssl" else "_gnutls"
+        label = "OpenSSL" if impl == "openssl" else "GnuTLS"
+        for kind, api in (("comm", "socket_stream"), ("comm_async", "async_io_state")):
+            name = f"TLS 1.3 {what} handshakes/s, {inflight} in flight, {api} ({label})"
+            if resume:
+                full_name = name.replace("resumed", "full")
+
+                def judge(row, full_name=full_name):
+                    r = _ratio(row["comm"], row["asio"])
+                    own = _ratio(row["comm"], MEMO.get(full_name))
+                    if own is None:
+                        return r, "n/a"
+                    return r, ("yes" if own >= 3 else "no") + f" ({own:.2f}x own full)"
+                rows.append({"name": name, "key": "hs_s", "comm": kind + sfx, "judge": judge,
+                             "target": ">= 3x comm's own full"})
+            else:
+                rows.append({"name": name, "key": "hs_s", "comm": kind + sfx, "judge": at_least(1.2),
+                             "target": ">= 1.2x Asio (best implementation counts)"})
+
+    def metric(c, s, st):
+        if c.get("errors", 0) or (resume and c.get("resumed", 0) < 0.9 * c.get("done", 0)):
+            raise ValueError(f"handshakes: {c}")
+        return {"hs_s": c["hs_s"]}
+    return {"name": f"{what} handshakes, {inflight} in flight", "sides": sides, "rows": rows, "metric": metric,
+            "timeout": 30}
+
+
+def latency(quick):
+    counts = ["--msg=64", "--warmup=" + ("20" if quick else "1000"), "--count=" + ("200" if quick else "10000")]
+    sides = {}
+    for impl in IMPLS:
+        sfx = "" if impl == "openssl" else "_gnutls"
+        sides["comm" + sfx] = side("bench_comm_echo", ["--role=server", "--tls", f"--impl={impl}"],
+                                   ["--role=client", "--tls", f"--impl={impl}", *counts])
+        sides["comm_async" + sfx] = side("bench_comm_async_echo_server", ["--tls", f"--impl={impl}"],
+                                         ["--tls", f"--impl={impl}", *counts],
+                                         client_program="bench_comm_async_echo_client")
+    sides["asio"] = side("bench_asio_echo_server", ["--tls"], ["--tls", *counts], client_program="bench_asio_echo_client")
+    sides["raw"] = side("bench_raw_echo", ["--role=server"], ["--role=client", *counts])
+    rows = []
+    for impl in IMPLS:
+        sfx = "" if impl == "openssl" else "_gnutls"
+        label = "OpenSSL" if impl == "openssl" else "GnuTLS"
+        for kind, api in (("comm", "socket_stream"), ("comm_async", "async_io_state")):
+            def p50_judge(row):
+                r = _ratio(row["comm"], row["raw"])
+                return _ratio(row["comm"], row["asio"]), "n/a" if r is None else ("yes" if r <= 1.3 else "no") + f" ({r:.2f}x raw)"
+            rows.append({"name": f"Echo 64 B p50 us, {api} ({label})", "key": "p50_us", "comm": kind + sfx, "raw": "raw",
+                         "judge": p50_judge, "target": "<= 1.3x raw floor"})
+            rows.append({"name": f"Echo 64 B p99 us, {api} ({label})", "key": "p99_us", "comm": kind + sfx, "raw": "raw",
+                         "judge": at_most(1.0), "target": "<= Asio"})
+            rows.append({"name": f"Echo 64 B p99.9 us, {api} ({label})", "key": "p999_us", "comm": kind + sfx, "raw": "raw",
+                         "judge": info, "target": "(reported)"})
+    return {"name": "echo latency", "sides": sides, "rows": rows, "timeout": 60,
+            "metric": lambda c, s, st: {k: c[k] for k in ("p50_us", "p99_us", "p999_us")},
+            "notes": ["raw = plain TCP blocking send/recv (no TLS): the floor."]}
+
+
+def proc_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _rss_stage(name, pid):
+    return {"rss_kib": proc_rss_kib(pid), "cpu_s": proc_cpu_seconds(pid)}
+
+
+def memory(quick):
+    s1, s2 = (20, 70) if quick else (500, 5500)
+    load = [f"--mode=memory", f"--stage1={s1}", f"--stage2={s2}", "--parallel=16"]
+    sides = {}
+    for impl in IMPLS:
+        sfx = "" if impl == "openssl" else "_gnutls"
+        sides["comm_async" + sfx] = side("bench_comm_async_echo_server", ["--tls", f"--impl={impl}"], load,
+                                         client_program="bench_asio_loadgen")
+    sides["asio"] = side("bench_asio_echo_server", ["--tls"], load, client_program="bench_asio_loadgen")
+
+    def metric(c, s, st):
+        if c.get("open_errors", 0):
+            raise ValueError(f"connections failed: {c}")
+        return {"kib": (st["2"]["rss_kib"] - st["1"]["rss_kib"]) / (s2 - s1)}
+    rows = [{"name": f"Idle memory per TLS connection, KiB, async_io_state ({l})", "key": "kib", "comm": "comm_async" + sfx,
+             "judge": at_most(0.5), "target": "<= 0.5x Asio"}
+            for l, sfx in (("OpenSSL", ""), ("GnuTLS", "_gnutls"))]
+    return {"name": "idle memory", "sides": sides, "rows": rows, "metric": metric, "on_stage": _rss_stage,
+            "timeout": 120,
+            "notes": [f"server RSS growth from {s1} to {s2} established idle connections (each did a handshake and a "
+                      f"1-byte echo), divided by {s2 - s1}; the same Asio load generator drives both servers."]}
+
+
+def scale(quick):
+    conns, millis = (200, 3000) if quick else (10000, 30000)
+    load = ["--mode=scale", f"--conns={conns}", f"--millis={millis}", "--interval-ms=1000", "--parallel=32", "--msg=64"]
+    sides = {}
+    for impl in IMPLS:
+        sfx = "" if impl == "openssl" else "_gnutls"
+        sides["comm_async" + sfx] = side("bench_comm_async_echo_server", ["--tls", f"--impl={impl}"], load,
+                                         client_program="bench_asio_loadgen")
+    sides["asio"] = side("bench_asio_echo_server", ["--tls"], load, client_program="bench_asio_loadgen")
+
+    def metric(c, s, st):
+        cpu_echo = s.get("cpu_s", 0) - st["connected"]["cpu_s"]
+        return {"served": f"{int(c['echoes'])}/{int(c['expected'])}, {int(c['open_errors'] + c['echo_errors'])} errors",
+                "ok": 1.0 if c["echoes"] >= c["expected"] and not c["open_errors"] and not c["echo_errors"] else 0.0,
+                "cpu_pct": 100.0 * cpu_echo / (millis / 1000.0),
+                "rss_mib": st["connected"]["rss_kib"] / 1024.0}
+
+    def served_judge(row):
+        v = row["comm"]
+        return None, "n/a" if v is None else ("yes" if re.match(r"(\d+)/\1, 0 errors", v) else "no")
+    rows = []
+    for l, sfx in (("OpenSSL", ""), ("GnuTLS", "_gnutls")):
+        rows += [
+            {"name": f"Scale {conns} TLS conns, 1 echo/s each for {millis // 1000} s: echoes served ({l})", "key": "served",
+             "comm": "comm_async" + sfx, "judge": served_judge, "target": "all, no errors"},
+            {"name": f"Scale: server CPU % of one core during the echo phase ({l})", "key": "cpu_pct",
+             "comm": "comm_async" + sfx, "judge": info, "target": "(reported)"},
+            {"name": f"Scale: server RSS MiB with {conns} connections ({l})", "key": "rss_mib",
+             "comm": "comm_async" + sfx, "judge": info, "target": "(reported)"},
+        ]
+    return {"name": "scale", "sides": sides, "rows": rows, "metric": metric, "on_stage": _rss_stage,
+            "timeout": 180 if not quick else 60, "runs": 1,
+            "notes": ["one run per side (30 s each); one loop on one thread serves every connection."]}
+
+
+def multicore(quick, loops):
+    millis = 1000 if quick else 3000
+    load = ["--mode=throughput", "--conns=" + ("8" if quick else "64"), f"--millis={millis}", "--threads=2", "--msg=64",
+            "--parallel=16"]
+    sides = {"comm_async": side("bench_comm_async_echo_server", ["--tls", f"--loops={loops}"], load,
+                                client_program="bench_asio_loadgen"),
+             "asio": side("bench_asio_echo_server", ["--tls", f"--loops={loops}"], load, client_program="bench_asio_loadgen")}
+    name = f"Async TLS echo, 64 B, echoes/s, {loops} loop{'s' if loops > 1 else ''}"
+    rows = [{"name": name, "key": "echoes_s", "comm": "comm_async", "judge": info, "target": "(reported)"}]
+    return {"name": f"multi-core {loops}", "sides": sides, "rows": rows, "timeout": 60,
+            "metric": lambda c, s, st: {"echoes_s": c["echoes_s"]}}
+
+
+def multicore_ratio():
+    a = "Async TLS echo, 64 B, echoes/s, 1 loop"
+    b = "Async TLS echo, 64 B, echoes/s, 2 loops"
+
+    def derive():
+        rows = MEMO.get("_rows", {})
+        c = _ratio(rows.get(b, {}).get("comm"), rows.get(a, {}).get("comm"))
+        p = _ratio(rows.get(b, {}).get("asio"), rows.get(a, {}).get("asio"))
+        met = "n/a" if c is None else ("yes" if c >= 1.7 else "no")
+        return {"name": "Multi-core: 2 loops / 1 loop (SO_REUSEPORT)", "comm": c, "asio": p, "raw": None,
+                "ratio": None, "met": met, "target": ">= 1.7 (comm)",
+                "notes": ["the load generator runs on the same 2 cores as the server (2 client threads)."]}
+    return {"name": "multi-core ratio", "derive": derive}
+
+
+def workloads(quick):
+    return [
+        bulk(quick, True, 16 * 1024),
+        bulk(quick, True, 256 * 1024),
+        bulk(quick, False, 256 * 1024),
+        handshakes(quick, 1, False),
+        handshakes(quick, 16, False),
+        handshakes(quick, 1, True),
+        latency(quick),
+        memory(quick),
+        multicore(quick, 1),
+        multicore(quick, 2),
+        multicore_ratio(),
+        scale(quick),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine reference figures (openssl speed, one core).
+
+def _speed(args):
+    r = subprocess.run(["openssl", "speed", "-seconds", "1", *args], capture_output=True, text=True, timeout=60)
+    return r.stdout
+
+
+def reference_rows(quick):
+    rows = []
+    try:
+        out = _speed(["-bytes", "16384", "-evp", "aes-128-gcm"])
+        m = re.search(r"^AES-128-GCM\s+([\d.]+)k", out, re.M | re.I)
+        if m:
+            rows.append({"name": "AES-128-GCM, 16 KiB blocks, MiB/s", "value": float(m.group(1)) * 1000 / 1048576,
+                         "note": "openssl speed -seconds 1 -bytes 16384 -evp aes-128-gcm"})
+        out = _speed(["ecdsap256"])
+        m = re.search(r"256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)\s+([\d.]+)", out)
+        if m:
+            rows.append({"name": "ECDSA P-256 signs/s", "value": float(m.group(1)), "note": "openssl speed -seconds 1 ecdsap256"})
+            rows.append({"name": "ECDSA P-256 verifies/s", "value": float(m.group(2)), "note": ""})
+        out = _speed(["ecdhx25519"])
+        m = re.search(r"X25519\)\s+\S+\s+([\d.]+)", out)
+        if m:
+            rows.append({"name": "X25519 ops/s", "value": float(m.group(1)), "note": "openssl speed -seconds 1 ecdhx25519"})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        rows.append({"name": "openssl speed", "value": None, "note": str(e)})
+    return rows
