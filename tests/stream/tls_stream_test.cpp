@@ -1,0 +1,240 @@
+// TLS as a property of a live socket_stream: STARTTLS and back, handshake limits, servers, moves.
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "peers/certificates.hpp"
+#include "peers/implementations.hpp"
+#include "stream/stream_helpers.hpp"
+#include "tls/engine.hpp"
+
+using namespace comm;
+using namespace stream_test;
+
+namespace {
+
+class TlsStream : public ::testing::TestWithParam<ssl_implementation> {
+ protected:
+  ssl_abstract_context server_ctx() const {
+    ssl_context_options o;
+    o.implementation = GetParam();
+    o.cert_file = comm_test::pki().good.cert_file;
+    o.key_file = comm_test::pki().good.key_file;
+    return create_ssl_server_context(o);
+  }
+  ssl_abstract_context client_ctx() const {
+    ssl_context_options o;
+    o.implementation = GetParam();
+    o.trusted_file = comm_test::pki().ca_file;
+    return create_ssl_client_context(o);
+  }
+  attach_ssl_options server_side(std::optional<milliseconds> timeout = 5s) const {
+    attach_ssl_options a;
+    a.ssl_ctx = server_ctx();
+    a.ssl_side = ssl_side::server;
+    a.handshake_timeout = timeout;
+    return a;
+  }
+  attach_ssl_options client_side(bool defer = false) const {
+    attach_ssl_options a;
+    a.ssl_ctx = client_ctx();
+    a.ssl_side = ssl_side::client;
+    a.tlsext_host_name = "localhost";
+    a.handshake_timeout = 5s;
+    a.defer_handshake = defer;
+    return a;
+  }
+};
+
+// Waits (bounded) until at least n bytes are queued on fd, without consuming them.
+bool wait_queued(int fd, std::size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  std::vector<char> buf(n);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0 && ::recv(fd, buf.data(), n, MSG_PEEK | MSG_DONTWAIT) >= static_cast<ssize_t>(n))
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_P(TlsStream, StartTlsWithClientHelloAlreadyBufferedThenDetachToPlain) {
+  auto [client, server] = connected_pair({.read_timeout = 5s, .write_timeout = 5s});
+  std::promise<ssl_ref> client_ref;
+  std::thread c([&] {
+    client << "STARTTLS\r\n" << std::flush;
+    client_ref.set_value(attach_ssl(client, client_side()));
+    client << "secret from client\n" << std::flush;
+    EXPECT_EQ(client.read_line(), "secret from server");
+    detach_ssl(client);
+    EXPECT_FALSE(client.is_ssl());
+    client << "plain again\n" << std::flush;
+  });
+  // The server reads its command only once the ClientHello is queued behind it: attach_ssl must
+  // hand the bytes it already buffered to the engine.
+  ASSERT_TRUE(wait_queued(server.native_handle(), 20));
+  EXPECT_EQ(server.read_line(), "STARTTLS");
+  EXPECT_GT(server.buffered_input(), 0u);
+  ssl_ref ref = attach_ssl(server, server_side());
+  EXPECT_TRUE(server.is_ssl());
+  EXPECT_EQ(ssl_connection_ssl_ref(server), ref);
+  EXPECT_EQ(find_ssl_connection_from_ssl_ref(ref), &server);
+  EXPECT_EQ(server.read_line(), "secret from client");
+  server << "secret from server\n" << std::flush;
+  detach_ssl(server);
+  EXPECT_FALSE(server.is_ssl());
+  EXPECT_EQ(find_ssl_connection_from_ssl_ref(ref), nullptr);
+  EXPECT_EQ(server.read_line(), "plain again");
+  c.join();
+  EXPECT_EQ(find_ssl_connection_from_ssl_ref(client_ref.get_future().get()), nullptr);
+}
+
+TEST_P(TlsStream, HandshakeTimeoutAgainstSilentPeerLeavesPlainStream) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    attach_ssl(server, server_side(100ms));
+    FAIL() << "no exception";
+  } catch (const ssl_handshake_timeout& e) {
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(took, 95ms);
+    EXPECT_LT(took, 2s);
+    EXPECT_EQ(e.std::system_error::code(), ssl_errc::handshake_timeout);
+    EXPECT_EQ(e.code().kind, ssl_code_kind::handshake_timeout);
+    EXPECT_EQ(e.connection(), &server);
+    std::string what = e.what();
+    EXPECT_NE(what.find("TLS handshake with 127.0.0.1:"), std::string::npos) << what;
+    EXPECT_NE(what.find("timed out after 100 ms"), std::string::npos) << what;
+  }
+  EXPECT_FALSE(server.is_ssl());
+  client << "still plain\n" << std::flush;
+  EXPECT_EQ(server.read_line(), "still plain");
+}
+
+TEST_P(TlsStream, DeferredHandshakeAndSocketStreamHandshake) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  attach_ssl(client, client_side(true));
+  EXPECT_TRUE(client.is_ssl());
+  EXPECT_FALSE(socket_stream_handshake(client, 50ms));  // the server has not started: timeout = false
+  std::thread s([&] {
+    attach_ssl(server, server_side());
+    server << "hello" << std::endl;
+  });
+  EXPECT_TRUE(socket_stream_handshake(client, 5s));
+  EXPECT_EQ(client.read_line(), "hello");
+  EXPECT_EQ(ssl_connection_protocol_version(client), ssl_protocol_version::tls_v1_3);
+  s.join();
+  auto [plain, other] = connected_pair();
+  EXPECT_THROW(socket_stream_handshake(plain, 10ms), ssl_failure);
+}
+
+TEST_P(TlsStream, CloseSendsCloseNotifyAndPeerSeesCleanEnd) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  ssl_ref ref = attach_ssl(client, client_side());
+  s.join();
+  client << "last words" << std::endl;
+  client.close();
+  EXPECT_EQ(find_ssl_connection_from_ssl_ref(ref), nullptr);
+  EXPECT_EQ(server.read_line(), "last words");
+  EXPECT_EQ(server.read_line(), std::nullopt);  // close_notify: a clean end, not truncation
+}
+
+TEST_P(TlsStream, MoveKeepsRegistryAndEngineOwnerCurrent) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  ssl_ref ref = attach_ssl(client, client_side());
+  s.join();
+  socket_stream moved(std::move(client));
+  EXPECT_EQ(find_ssl_connection_from_ssl_ref(ref), &moved);
+  ASSERT_NE(moved.tls_engine_(), nullptr);
+  EXPECT_EQ(moved.tls_engine_()->owner, &moved);
+  EXPECT_FALSE(client.is_ssl());
+  socket_stream assigned;
+  assigned = std::move(moved);
+  EXPECT_EQ(find_ssl_connection_from_ssl_ref(ref), &assigned);
+  assigned << "after two moves" << std::endl;
+  EXPECT_EQ(server.read_line(), "after two moves");
+}
+
+TEST_P(TlsStream, DetachWithoutPeerCloseNotifyFailsAfterRetriesButLeavesPlainStream) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  attach_ssl(client, client_side());
+  s.join();
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    detach_ssl(client, {.retry_count = 1, .retry_timeout = 20ms});  // the server never answers
+    FAIL() << "no exception";
+  } catch (const ssl_failure& e) {
+    EXPECT_NE(std::string(e.what()).find("no close_notify from 127.0.0.1:"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_FALSE(client.is_ssl());
+}
+
+TEST_P(TlsStream, ConstructorWithTlsClosesEverythingOnFailure) {
+  int before = open_fd_count();
+  {
+    auto l = tcp_listener::open("0", {.address = "127.0.0.1"});
+    socket_handle c = connect_to_tcp_server("127.0.0.1", std::to_string(l.local_port()));
+    auto peer = l.accept(5s);  // silent peer
+    attach_ssl_options a = client_side();
+    a.handshake_timeout = 50ms;
+    EXPECT_THROW(socket_stream(std::move(c), {}, std::move(a)), ssl_handshake_timeout);
+  }
+  EXPECT_EQ(open_fd_count(), before);
+}
+
+TEST_P(TlsStream, TlsServerAndOpenTcpStreamClient) {
+  int before = open_fd_count();
+  std::promise<std::string> tls_error;
+  server_options so;
+  so.address = "127.0.0.1";
+  so.ssl_ctx = server_ctx();
+  so.handshake_timeout = 2s;
+  so.tls_error_callback = [&](const std::exception& e) { tls_error.set_value(e.what()); };
+  server srv = start_up_server(
+      [](socket_stream& s) {
+        while (auto line = s.read_line()) s << *line << std::endl;
+      },
+      so);
+  std::string port = std::to_string(srv.local_port());
+  {
+    // A client that speaks plain text where a ClientHello is due: reported, never handled.
+    auto plain = open_tcp_stream("127.0.0.1", port, {.read_timeout = 5s});
+    plain << "GET / HTTP/1.0\r\n\r\n" << std::flush;
+    auto f = tls_error.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    EXPECT_FALSE(f.get().empty());
+  }
+  open_tcp_stream_options co;
+  co.read_timeout = 5s;
+  co.ssl_ctx = client_ctx();
+  co.handshake_timeout = 5s;
+  auto s = open_tcp_stream("localhost", port, co);
+  EXPECT_TRUE(s.is_ssl());
+  s << "over TLS" << std::endl;
+  EXPECT_EQ(s.read_line(), "over TLS");
+  EXPECT_TRUE(ssl_connection_verify(s).ok);
+
+  // Verification failure: the default context trusts only the system store.
+  open_tcp_stream_options untrusting;
+  untrusting.ssl_ctx = ssl_protocol_keyword::default_;
+  untrusting.handshake_timeout = 5s;
+  auto r = try_open_tcp_stream("localhost", port, untrusting);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error_as<ssl_condition>(), nullptr) << r.error_message();
+  s.close();
+  EXPECT_TRUE(server_terminate(srv));
+  EXPECT_EQ(open_fd_count(), before);  // nothing left by the failed client, the server or its pool
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
+                         comm_test::implementation_name{});
