@@ -1,0 +1,68 @@
+// Helpers shared by the TLS tests (header-only, included by several *_test.cpp).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+
+#include "comm/tls.hpp"
+#include "peers/certificates.hpp"
+#include "peers/engine_connection.hpp"
+#include "peers/implementations.hpp"
+#include "peers/process.hpp"
+
+namespace comm_test {
+
+// ssl_condition::code() is the ssl_code; the error_code is the system_error's.
+inline std::error_code errc_of(const std::system_error& e) { return e.code(); }
+
+inline comm::detail::engine_params client_params(const std::string& host = "localhost", const std::string& key = {}) {
+  comm::detail::engine_params p;
+  p.side = comm::ssl_side::client;
+  p.sni = host;
+  p.host_name = host;
+  p.session_key = key;
+  return p;
+}
+
+inline comm::detail::engine_params server_params() {
+  comm::detail::engine_params p;
+  p.side = comm::ssl_side::server;
+  return p;
+}
+
+// A client context of the implementation under test that trusts the test root.
+// GCC 12 warns (-Wmissing-field-initializers) on partial designated initializers of
+// ssl_context_options, so tests set options through a function instead.
+using options_edit = std::function<void(comm::ssl_context_options&)>;
+inline comm::ssl_context_options options(const options_edit& edit) {
+  comm::ssl_context_options o;
+  if (edit) edit(o);
+  return o;
+}
+
+inline comm::ssl_abstract_context trusting_client(comm::ssl_implementation impl, const options_edit& edit = {}) {
+  comm::ssl_context_options o = options(edit);
+  o.implementation = impl;
+  if (o.trusted_file.empty()) o.trusted_file = pki().ca_file;
+  return comm::create_ssl_client_context(std::move(o));
+}
+
+inline comm::ssl_abstract_context server_with(comm::ssl_implementation impl, const credential& c,
+                                              const options_edit& edit = {}) {
+  comm::ssl_context_options o = options(edit);
+  o.implementation = impl;
+  o.cert_file = c.cert_file;
+  o.key_file = c.key_file;
+  return comm::create_ssl_server_context(std::move(o));
+}
+
+// s_server arguments for a credential, echoing lines reversed (-rev).
+inline std::vector<std::string> s_server_args(const credential& c, std::vector<std::string> extra = {}) {
+  std::vector<std::string> a{"-cert", c.cert_file, "-cert_chain", c.cert_file, "-key", c.key_file, "-rev"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+}  // namespace comm_test
