@@ -190,9 +190,9 @@ int collection_impl::wait_timeout_ms() {
   return ms > 60'000 ? 60'000 : static_cast<int>(ms);
 }
 
-void collection_impl::run() {
+void collection_impl::run(bool claimed) {
   bool expected = false;
-  if (!running__.compare_exchange_strong(expected, true))
+  if (!claimed && !running__.compare_exchange_strong(expected, true))
     throw std::logic_error("loop_processing_wait_state_collection: wait_state_collection '" + name__ +
                            "' is already being processed by another loop");
   loop_thread_.store(std::this_thread::get_id(), std::memory_order_release);
@@ -278,13 +278,16 @@ void collection_impl::close_all() noexcept {
 
 void collection_impl::start_thread(std::shared_ptr<collection_impl> self) {
   thread_alive.store(true);
+  // Claimed before the thread starts, so that calls made right after create_and_run from other
+  // threads are already recognised as foreign.
+  running__.store(true);
   std::lock_guard lock(thread_mutex_);
   thread_ = std::thread([self = std::move(self)]() mutable {
     std::string thread_name = "comm loop " + self->name__;
     thread_name.resize(std::min<std::size_t>(thread_name.size(), 15));
     ::pthread_setname_np(::pthread_self(), thread_name.c_str());
     try {
-      self->run();
+      self->run(/*claimed=*/true);
     } catch (...) {
       self->report(std::current_exception());
     }
@@ -292,6 +295,7 @@ void collection_impl::start_thread(std::shared_ptr<collection_impl> self) {
     self->thread_alive.store(false);
     self.reset();  // may destroy the collection here (then the thread is detached)
   });
+  loop_thread_.store(thread_.get_id(), std::memory_order_release);
 }
 
 void collection_impl::stop_and_join() noexcept {

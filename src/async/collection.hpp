@@ -73,7 +73,7 @@ class collection_impl final : public wait_state_collection {
   // std::logic_error when called from a thread other than the running loop's.
   void check_thread(const char* operation) const;
 
-  void run();
+  void run(bool claimed = false);
   void stop() noexcept;
   void close_all() noexcept;
   std::vector<std::byte>& scratch();
