@@ -10,6 +10,40 @@
 namespace comm::detail::gtls {
 namespace {
 
+// OpenSSL's text for a received alert, so that both implementations describe it alike.
+std::string alert_text(gnutls_alert_description_t a) {
+  switch (a) {
+    case GNUTLS_A_UNEXPECTED_MESSAGE: return "sslv3 alert unexpected message";
+    case GNUTLS_A_BAD_RECORD_MAC: return "sslv3 alert bad record mac";
+    case GNUTLS_A_HANDSHAKE_FAILURE: return "sslv3 alert handshake failure";
+    case GNUTLS_A_BAD_CERTIFICATE: return "sslv3 alert bad certificate";
+    case GNUTLS_A_UNSUPPORTED_CERTIFICATE: return "sslv3 alert unsupported certificate";
+    case GNUTLS_A_CERTIFICATE_REVOKED: return "sslv3 alert certificate revoked";
+    case GNUTLS_A_CERTIFICATE_EXPIRED: return "sslv3 alert certificate expired";
+    case GNUTLS_A_CERTIFICATE_UNKNOWN: return "sslv3 alert certificate unknown";
+    case GNUTLS_A_ILLEGAL_PARAMETER: return "sslv3 alert illegal parameter";
+    case GNUTLS_A_UNKNOWN_CA: return "tlsv1 alert unknown ca";
+    case GNUTLS_A_ACCESS_DENIED: return "tlsv1 alert access denied";
+    case GNUTLS_A_DECODE_ERROR: return "tlsv1 alert decode error";
+    case GNUTLS_A_DECRYPT_ERROR: return "tlsv1 alert decrypt error";
+    case GNUTLS_A_PROTOCOL_VERSION: return "tlsv1 alert protocol version";
+    case GNUTLS_A_INSUFFICIENT_SECURITY: return "tlsv1 alert insufficient security";
+    case GNUTLS_A_INTERNAL_ERROR: return "tlsv1 alert internal error";
+    case GNUTLS_A_INAPPROPRIATE_FALLBACK: return "tlsv1 alert inappropriate fallback";
+    case GNUTLS_A_USER_CANCELED: return "tlsv1 alert user cancelled";
+    case GNUTLS_A_NO_RENEGOTIATION: return "tlsv1 alert no renegotiation";
+    case GNUTLS_A_RECORD_OVERFLOW: return "tlsv1 alert record overflow";
+    case GNUTLS_A_UNRECOGNIZED_NAME: return "tlsv1 unrecognized name";
+    case GNUTLS_A_MISSING_EXTENSION: return "tlsv13 alert missing extension";
+    case GNUTLS_A_CERTIFICATE_REQUIRED: return "tlsv13 alert certificate required";
+    case GNUTLS_A_NO_APPLICATION_PROTOCOL: return "tlsv1 alert no application protocol";
+    default: {
+      const char* name = gnutls_alert_get_name(a);
+      return std::string("alert: ") + (name ? name : "unknown");
+    }
+  }
+}
+
 class gnutls_engine final : public tls_engine {
  public:
   gnutls_engine(std::shared_ptr<gnutls_context> context, const engine_params& p, transport& t)
@@ -539,8 +573,7 @@ std::exception_ptr gnutls_engine::error(const std::string& operation, const std:
         {ssl_code_kind::truncated, 0}, conn));
   std::string text = gnutls_strerror(rc);
   if ((rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) && session_) {
-    const char* alert = gnutls_alert_get_name(gnutls_alert_get(session_.get()));
-    text = std::string("the peer sent the alert: ") + (alert ? alert : "unknown");
+    text = alert_text(gnutls_alert_get(session_.get()));
   }
   return std::make_exception_ptr(ssl_failure(ssl_errc::failure, where + ": " + text, {ssl_code_kind::library, rc}, conn));
 }

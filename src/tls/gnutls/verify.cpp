@@ -103,7 +103,7 @@ verify_result verify_result_from_status(gnutls_session_t session, unsigned statu
     const gnutls_datum_t* certs = gnutls_certificate_get_peers(session, &n);
     crt_ptr leaf = n > 0 ? import_der(certs[0]) : nullptr;
     crt_ptr last = n > 1 ? import_der(certs[n - 1]) : nullptr;
-    if (leaf && n == 1 && self_issued(leaf.get())) {
+    if (leaf && self_issued(leaf.get())) {  // OpenSSL's "depth zero" case, whatever else was sent
       r.reason = verify_reason::self_signed;
       r.message = "self-signed certificate";
     } else if (last && self_issued(last.get())) {
