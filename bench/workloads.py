@@ -115,7 +115,7 @@ def handshakes(quick, inflight, resume):
             raise ValueError(f"handshakes: {c}")
         return {"hs_s": c["hs_s"]}
     return {"name": f"{what} handshakes, {inflight} in flight", "sides": sides, "rows": rows, "metric": metric,
-            "timeout": 30}
+            "timeout": millis / 1000 + 10}
 
 
 def latency(quick):
