@@ -45,7 +45,6 @@ stream_core::stream_core(socket_handle socket, const stream_options& opts, socke
   out_.resize(options.buffer_size);
   setg(in_.data(), in_.data(), in_.data());
   setp(out_.data(), out_.data() + out_.size());
-  if (socket_) set_nonblocking(socket_.get(), true);
   reset_peer_text();
 }
 
@@ -127,7 +126,8 @@ std::size_t stream_core::read_raw(char* data, std::size_t size) {
     return r.status == tls_status::closed ? 0 : r.bytes;
   }
   for (;;) {
-    ssize_t n = ::recv(socket_.get(), data, size, MSG_DONTWAIT);
+    // Without a timeout a plain blocking recv is one system call; with one, poll bounds the wait.
+    ssize_t n = ::recv(socket_.get(), data, size, options.read_timeout ? MSG_DONTWAIT : 0);
     if (n >= 0) return static_cast<std::size_t>(n);
     int e = errno;
     if (e == EINTR) continue;
@@ -148,7 +148,7 @@ std::size_t stream_core::write_raw(const char* data, std::size_t size) {
     return r.bytes;
   }
   for (;;) {
-    ssize_t n = ::send(socket_.get(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t n = ::send(socket_.get(), data, size, (options.write_timeout ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL);
     if (n >= 0) return static_cast<std::size_t>(n);
     int e = errno;
     if (e == EINTR) continue;
@@ -359,14 +359,7 @@ void stream_core::close() {
 
 socket_handle stream_core::replace_socket(socket_handle s) {
   socket_handle old = std::move(socket_);
-  if (old) {
-    try {
-      set_nonblocking(old.get(), false);  // hand it back as it came: blocking
-    } catch (...) {
-    }
-  }
   socket_ = std::move(s);
-  if (socket_) set_nonblocking(socket_.get(), true);
   input_shut = output_shut = false;
   reset_peer_text();
   return old;
