@@ -90,6 +90,18 @@ class tls_engine {
   ssl_connection* owner = nullptr;
 };
 
+// "TLS handshake with 127.0.0.1:443", "TLS read from 127.0.0.1:443": the start of an engine's error
+// message. Drivers pass either the bare operation ("TLS read") or one ending in its preposition.
+inline std::string describe_operation(const std::string& operation, const std::string& peer) {
+  if (peer.empty()) return operation;
+  for (const char* p : {" with", " from", " to", " on"}) {
+    const std::string suffix = p;
+    if (operation.size() >= suffix.size() && operation.compare(operation.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return operation + " " + peer;
+  }
+  return operation + (operation.rfind("TLS read", 0) == 0 ? " from " : " with ") + peer;
+}
+
 // Everything an engine needs besides its context.
 struct engine_params {
   ssl_side side = ssl_side::client;

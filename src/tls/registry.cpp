@@ -35,6 +35,8 @@ void register_connection(const ssl_ref& ref, ssl_connection* conn) {
   if (key == nullptr) return;
   auto& r = the_registry();
   std::lock_guard lock(r.mutex);
+  // An engine registered itself already: its owner follows moves of the connection, keep that.
+  if (auto it = r.connections.find(key); it != r.connections.end() && it->second.engine) return;
   r.connections[key] = entry{conn, nullptr};
 }
 

@@ -224,7 +224,7 @@ tls_result openssl_engine::shutdown() {
 }
 
 std::exception_ptr openssl_engine::error(const std::string& operation, const std::string& peer) const {
-  const std::string where = operation + (peer.empty() ? "" : " with " + peer);
+  const std::string where = describe_operation(operation, peer);
   const ssl_connection* conn = owner;
   switch (failure_) {
     case failure_kind::callback:
