@@ -41,7 +41,7 @@ def side(program, server, client, server_program=None, client_program=None):
 # ---------------------------------------------------------------------------------------------
 
 def bulk(quick, tls, size):
-    total = (4 << 20) if quick else ((512 << 20) if tls else (2 << 30))
+    total = (4 << 20) if quick else ((256 << 20) if tls else (1 << 30))
     common = [f"--size={size}", f"--total={total}"] + (["--tls"] if tls else [])
     s = lambda prog, extra=(): side(prog, ["--role=server", *common, *extra], ["--role=client", *common, *extra])
     sides = {}

@@ -65,7 +65,9 @@ class client_attempt : public std::enable_shared_from_this<client_attempt> {
       if (SSL_session_reused(ssl)) ++st_.resumed;
       if (st_.resume) {
         if (st_.session) SSL_SESSION_free(st_.session);
-        st_.session = SSL_get1_session(ssl);
+        // A copy: the SSL marks its own session object not resumable when it is freed without
+        // close_notify, as a client cache that stores sessions would not be affected by.
+        st_.session = SSL_SESSION_dup(SSL_get0_session(ssl));
       }
     } else {
       ++st_.errors;
