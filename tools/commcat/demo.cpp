@@ -46,10 +46,11 @@ std::string describe(const comm::socket_stream& s) {
   out += "implementation " + fact([&] { return std::string(comm::to_string(comm::ssl_connection_implementation(s))); });
   out += ", " + fact([&] { return std::string(comm::to_string(comm::ssl_connection_protocol_version(s))); });
   out += ", cipher " + fact([&] { return comm::ssl_connection_cipher(s); });
-  out += ", verification " + fact([&] {
+  out += ", peer verification " + fact([&] {
            auto v = comm::ssl_connection_verify(s);
            if (v.ok) return std::string("ok");
-           return std::string(comm::to_string(v.reason)) + (v.message.empty() ? "" : ": " + v.message);
+           std::string reason(comm::to_string(v.reason));
+           return v.message.empty() || v.message == reason ? reason : reason + ": " + v.message;
          });
   out += ", ALPN " + fact([&] {
            auto a = comm::ssl_connection_alpn_protocol(s);
@@ -66,6 +67,7 @@ struct server_side {
   std::string facts;
   std::string error;
   std::string received;
+  bool verified = false;
 };
 
 // Runs one pair; prints its lines and returns whether it verified and exchanged data correctly.
@@ -79,6 +81,9 @@ bool run_pair(ssl_implementation client_impl, ssl_implementation server_impl, co
   so.cert_pem = creds.cert_pem;
   so.key_pem = creds.key_pem;
   so.alpn_protocols = {"comm-demo"};
+  // Mutual TLS: the localhost certificate serves as the client's too, so both sides verify.
+  so.trusted_pem = creds.ca_cert_pem;
+  so.verify = comm::peer_verification::required;
   auto server_ctx = comm::create_ssl_server_context(std::move(so));
 
   comm::ssl_context_options co;
@@ -87,6 +92,8 @@ bool run_pair(ssl_implementation client_impl, ssl_implementation server_impl, co
   co.trusted_pem = creds.ca_cert_pem;
   co.use_system_trusted = false;
   co.alpn_protocols = {"comm-demo"};
+  co.cert_pem = creds.cert_pem;
+  co.key_pem = creds.key_pem;
   auto client_ctx = comm::create_ssl_client_context(std::move(co));
 
   auto listener = comm::tcp_listener::open("0", {.address = "127.0.0.1"});
@@ -106,6 +113,7 @@ bool run_pair(ssl_implementation client_impl, ssl_implementation server_impl, co
       a.handshake_timeout = 10s;
       comm::socket_stream s(std::move(*socket), {.read_timeout = 10s, .write_timeout = 10s}, std::move(a));
       server.facts = describe(s);
+      server.verified = comm::ssl_connection_verify(s).ok;
       auto line = s.read_line();
       server.received = line.value_or("");
       s.write_all(reply_prefix + server.received + "\n");
@@ -121,6 +129,7 @@ bool run_pair(ssl_implementation client_impl, ssl_implementation server_impl, co
   });
 
   std::string client_facts, client_error, reply;
+  bool client_verified = false;
   try {
     comm::connect_options c;
     c.timeout = 10s;
@@ -133,6 +142,7 @@ bool run_pair(ssl_implementation client_impl, ssl_implementation server_impl, co
     comm::socket_stream s(comm::connect_to_tcp_server("127.0.0.1", port, c),
                           {.read_timeout = 10s, .write_timeout = 10s}, std::move(a));
     client_facts = describe(s);
+    client_verified = comm::ssl_connection_verify(s).ok;
     s.write_all(request + "\n");
     s.flush();
     reply = s.read_line().value_or("");
@@ -149,7 +159,7 @@ bool run_pair(ssl_implementation client_impl, ssl_implementation server_impl, co
   std::printf("  server: %s\n", server.error.empty() ? server.facts.c_str() : ("failed: " + server.error).c_str());
   std::printf("  client: %s\n", client_error.empty() ? client_facts.c_str() : ("failed: " + client_error).c_str());
   const bool data_ok = server.received == request && reply == reply_prefix + request;
-  const bool ok = server.error.empty() && client_error.empty() && data_ok;
+  const bool ok = server.error.empty() && client_error.empty() && data_ok && server.verified && client_verified;
   if (client_error.empty() && server.error.empty())
     std::printf("  data: client sent \"%s\", server replied \"%s\": %s\n", server.received.c_str(), reply.c_str(),
                 data_ok ? "ok" : "MISMATCH");
