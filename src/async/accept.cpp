@@ -59,7 +59,7 @@ struct accept_core final : public accepting_handle, public loop_member {
       coll->modify(*this, listener.native_handle(), EPOLLIN, true);
     });
     coll->report(std::make_exception_ptr(socket_create_error(
-        {e, std::generic_category()}, "accept on port " + std::to_string(port) + ": " + errno_text(e) +
+        {e, std::generic_category()}, "accept on port " + std::to_string(port) +
                                           " (accepting paused for 100 ms)")));
   }
 
@@ -148,7 +148,7 @@ std::shared_ptr<accepting_handle> start_accepting(wait_state_collection& collect
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
     int e = errno;
     throw socket_create_error({e, std::generic_category()}, "listen on port " + std::to_string(a->port) +
-                                                                ": make non-blocking: " + errno_text(e));
+                                                                ": make non-blocking");
   }
   a->name = options.name;
   a->info = options.user_info;

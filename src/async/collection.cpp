@@ -28,14 +28,14 @@ collection_impl::collection_impl(std::string name, collection_error_handler hand
   if (epoll_fd_ < 0) {
     int e = errno;
     throw socket_create_error(std::error_code(e, std::generic_category()),
-                              "wait_state_collection '" + name__ + "': epoll_create1: " + errno_text(e));
+                              "wait_state_collection '" + name__ + "': epoll_create1");
   }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) {
     int e = errno;
     ::close(epoll_fd_);
     throw socket_create_error(std::error_code(e, std::generic_category()),
-                              "wait_state_collection '" + name__ + "': eventfd: " + errno_text(e));
+                              "wait_state_collection '" + name__ + "': eventfd");
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -78,7 +78,7 @@ void collection_impl::add(std::shared_ptr<loop_member> member, int fd, std::uint
     free_slots_.push_back(index);
     throw socket_create_error(std::error_code(e, std::generic_category()),
                               "wait_state_collection '" + name__ + "': register descriptor " +
-                                  std::to_string(fd) + ": " + errno_text(e));
+                                  std::to_string(fd));
   }
   member->slot = index;
   s.member = std::move(member);

@@ -103,7 +103,7 @@ class connector final : public loop_member, public std::enable_shared_from_this<
         int e = errno;
         fail(std::make_exception_ptr(socket_create_error({e, std::generic_category()},
                                                          "connect to " + host_port(host_, ep.port) +
-                                                             ": socket: " + errno_text(e))));
+                                                             ": socket")));
         return;
       }
       sock_.reset(fd);
@@ -124,7 +124,7 @@ class connector final : public loop_member, public std::enable_shared_from_this<
             int e = errno;
             throw socket_create_error({e, std::generic_category()},
                                       "connect to " + host_port(host_, ep.port) + ": bind to " +
-                                          local.to_string() + ": " + errno_text(e));
+                                          local.to_string());
           }
         } catch (...) {
           sock_.reset();
@@ -152,7 +152,7 @@ class connector final : public loop_member, public std::enable_shared_from_this<
     if (done_) return;
     int e = last_errno_ ? last_errno_ : EHOSTUNREACH;
     fail(std::make_exception_ptr(socket_connect_error(
-        {e, std::generic_category()}, "connect to " + host_port(host_, current_.port) + ": " + errno_text(e))));
+        {e, std::generic_category()}, "connect to " + host_port(host_, current_.port))));
   }
 
   void timed_out() {

@@ -40,7 +40,7 @@ std::shared_ptr<state_impl> state_impl::create(collection_impl& c, socket_handle
     int e = errno;
     throw socket_create_error(std::error_code(e, std::generic_category()),
                               "create_async_io_state: make descriptor " + std::to_string(fd) +
-                                  " non-blocking: " + errno_text(e));
+                                  " non-blocking");
   }
   auto state = std::make_shared<state_impl>(c, std::move(s), std::move(o));
   c.add(state, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);

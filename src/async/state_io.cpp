@@ -31,7 +31,7 @@ io_step state_impl::read_some(std::byte* p, std::size_t n) {
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) return {io_step::would_block, 0, nullptr};
-    return {io_step::error, 0, io_error({e, std::generic_category()}, "read from " + peer_text() + ": " + errno_text(e), this)};
+    return {io_step::error, 0, io_error({e, std::generic_category()}, "read from " + peer_text(), this)};
   }
 }
 
@@ -52,7 +52,7 @@ io_step state_impl::write_some(const std::byte* p, std::size_t n) {
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) return {io_step::would_block, 0, nullptr};
-    return {io_step::error, 0, io_error({e, std::generic_category()}, "write to " + peer_text() + ": " + errno_text(e), this)};
+    return {io_step::error, 0, io_error({e, std::generic_category()}, "write to " + peer_text(), this)};
   }
 }
 

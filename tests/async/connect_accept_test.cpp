@@ -1,0 +1,196 @@
+// Connecting and accepting on a collection: errors, timeouts, limits, and a 1,000-client echo.
+#include <atomic>
+#include <map>
+
+#include "async_helpers.hpp"
+#include "echo_helpers.hpp"
+
+using namespace async_test;
+
+TEST(AsyncConnect, RefusedConnectionGivesSocketConnectErrorNamingHostAndPort) {
+  loop_thread lt;
+  // A port with nothing listening: bind, read the port, close.
+  std::uint16_t port;
+  {
+    auto l = comm::tcp_listener::open("0", {});
+    port = l.local_port();
+  }
+  waiter w;
+  std::string what;
+  bool called = false, inside_call = true;
+  lt.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "127.0.0.1", std::to_string(port), [&](comm::async_io_state* s, std::exception_ptr e) {
+          EXPECT_EQ(s, nullptr);
+          EXPECT_FALSE(inside_call);
+          try {
+            std::rethrow_exception(e);
+          } catch (const comm::socket_connect_error& x) {
+            what = x.what();
+            EXPECT_EQ(x.code(), std::errc::connection_refused);
+          }
+          EXPECT_EQ(comm::ssl_failure_indicator(e), comm::ssl_failure_kind::not_tls);
+          w.notify([&] { called = true; });
+        });
+    inside_call = false;
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return called; }));
+  EXPECT_EQ(what, "connect to 127.0.0.1:" + std::to_string(port) + ": Connection refused");
+}
+
+TEST(AsyncConnect, UnknownHostGivesAnErrorNamingTheHost) {
+  loop_thread lt;
+  waiter w;
+  std::string what;
+  lt.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "no-such-host.invalid", "80", [&](comm::async_io_state* s, std::exception_ptr e) {
+          EXPECT_EQ(s, nullptr);
+          try {
+            std::rethrow_exception(e);
+          } catch (const comm::socket_connect_error& x) {
+            w.notify([&] { what = x.what(); });
+          }
+        });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return !what.empty(); }));
+  EXPECT_NE(what.find("no-such-host.invalid"), std::string::npos) << what;
+}
+
+TEST(AsyncConnect, ConnectTimeoutFiresWithinItsBound) {
+  // A listener with a full backlog that never accepts: further SYNs go unanswered.
+  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  ::listen(l, 0);
+  socklen_t len = sizeof sa;
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&sa), &len);
+  std::uint16_t port = ntohs(sa.sin_port);
+  auto filler = raw_connect(port);
+  loop_thread lt;
+  waiter w;
+  std::string what;
+  auto t0 = clock::now();
+  clock::duration took{};
+  lt.call([&] {
+    comm::async_connect_options o;
+    o.connect_timeout = 200ms;
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "127.0.0.1", std::to_string(port),
+        [&](comm::async_io_state* s, std::exception_ptr e) {
+          EXPECT_EQ(s, nullptr);
+          try {
+            std::rethrow_exception(e);
+          } catch (const comm::socket_connect_error& x) {
+            EXPECT_EQ(x.code(), std::errc::timed_out);
+            what = x.what();
+          }
+          w.notify([&] { took = clock::now() - t0; });
+        },
+        std::move(o));
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return took != clock::duration{}; }));
+  EXPECT_GE(took, 200ms);
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(what.rfind("connect to 127.0.0.1:" + std::to_string(port) + ": timed out after 200 ms", 0), 0u) << what;
+  ::close(l);
+}
+
+TEST(AsyncAccept, InitFunctionSeesThePortAndClosingFreesIt) {
+  loop_thread lt;
+  std::uint16_t seen_port = 0;
+  int seen_fd = -1;
+  auto h = lt.call([&] {
+    comm::accept_options o;
+    o.init_function = [&](int fd, std::uint16_t port) {
+      seen_fd = fd;
+      seen_port = port;
+    };
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *lt, "0", [](comm::accepting_handle&, comm::async_io_state&) {}, std::move(o));
+  });
+  EXPECT_NE(seen_port, 0);
+  EXPECT_EQ(seen_port, h->local_port());
+  EXPECT_EQ(seen_fd, h->native_handle());
+  waiter w;
+  bool closed = false;
+  lt.call([&] {
+    comm::close_accepting_handle(*h, [&](comm::wait_state_collection&) { w.notify([&] { closed = true; }); });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return closed; }));
+  EXPECT_FALSE(h->is_open());
+  // The port is free again.
+  comm::listen_options lo;
+  EXPECT_NO_THROW(comm::tcp_listener::open(std::to_string(seen_port), lo));
+}
+
+TEST(AsyncAccept, BusyPortIsASocketCreateErrorAtTheCall) {
+  loop_thread lt;
+  auto busy = comm::tcp_listener::open("0", {});
+  comm::accept_options o;
+  o.address = "127.0.0.1";
+  EXPECT_THROW(lt.call([&] {
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *lt, std::to_string(busy.local_port()), [](comm::accepting_handle&, comm::async_io_state&) {}, o);
+  }),
+               comm::socket_create_error);
+}
+
+TEST(AsyncAccept, WithoutCreateStateTheCallbackGetsTheBlockingSocket) {
+  loop_thread lt;
+  waiter w;
+  comm::socket_handle got;
+  auto h = lt.call([&] {
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *lt, "0", comm::accept_socket_callback([&](comm::accepting_handle&, comm::socket_handle s) {
+          w.notify([&] { got = std::move(s); });
+        }));
+  });
+  auto client = raw_connect(h->local_port());
+  ASSERT_TRUE(w.wait([&] { return got.is_open(); }));
+  // Blocking, usable with a socket_stream.
+  comm::socket_stream stream(std::move(got));
+  send_all(client.get(), "hello\n");
+  EXPECT_EQ(stream.read_line(), std::optional<std::string>("hello"));
+  EXPECT_EQ(lt.call([&] { return h->connections(); }), 0u);
+}
+
+TEST(AsyncAccept, MaxConnectionsClosesTheExtraClientsAtOnce) {
+  loop_thread lt;
+  waiter w;
+  int accepted = 0;
+  auto h = lt.call([&] {
+    comm::accept_options o;
+    o.max_connections = 2;
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *lt, "0", [&](comm::accepting_handle&, comm::async_io_state&) { w.notify([&] { ++accepted; }); }, o);
+  });
+  auto c1 = raw_connect(h->local_port());
+  auto c2 = raw_connect(h->local_port());
+  ASSERT_TRUE(w.wait([&] { return accepted == 2; }));
+  auto c3 = raw_connect(h->local_port());
+  EXPECT_EQ(recv_some(c3.get(), 1, 3000ms), "");  // closed by the server
+  EXPECT_EQ(lt.call([&] { return h->connections(); }), 2u);
+  EXPECT_EQ(accepted, 2);
+}
+
+TEST(AsyncEcho, ThousandConcurrentPlainClientsAreEchoedExactly) {
+  raise_fd_limit(8192);
+  int fds_before = count_open_fds();
+  {
+    echo_server server;
+    auto result = run_echo_clients(server.port(), 1000, 64 * 1024, {});
+    EXPECT_EQ(result.ok, 1000) << result.first_error;
+    EXPECT_EQ(result.mismatched, 0);
+    EXPECT_LT(result.elapsed, 60s);
+    std::printf("1000 plain clients x 64 KiB echoed in %.2f s\n",
+                std::chrono::duration<double>(result.elapsed).count());
+  }
+  EXPECT_EQ(count_open_fds(), fds_before);
+}
