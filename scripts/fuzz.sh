@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets of tests/fuzz with clang 14 under ASan+UBSan and runs each for
+# SECONDS (default 60). Fails if any target crashes, leaks, hangs or trips UBSan; the input that did
+# it is copied to tests/fuzz/regressions/<target>/ so it becomes a regression test.
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+# Environment: COMM_FUZZ_BUILD_DIR (default build-fuzz), COMM_JOBS (default 1), COMM_FUZZ_FLAGS
+# (extra libFuzzer flags, e.g. "-jobs=2 -workers=2"). The grown corpus stays in the build folder
+# (corpus/<target>), so a later run goes on from it. See tests/fuzz/README.md for long runs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+src=$PWD
+build=${COMM_FUZZ_BUILD_DIR:-build-fuzz}
+jobs=${COMM_JOBS:-1}
+seconds=${1:-60}
+shift || true
+
+all_targets=(tls_openssl_server tls_openssl_client tls_gnutls_server tls_gnutls_client
+             read_line read_with_checking pem_loading address_parse commcat_args)
+targets=("${all_targets[@]}")
+[ $# -gt 0 ] && targets=("$@")
+
+export CC=${CC:-clang-14} CXX=${CXX:-clang++-14}
+san="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCOMM_BUILD_FUZZ=ON -DCOMM_BUILD_BENCH=OFF -DCOMM_BUILD_EXAMPLES=OFF \
+  -DCMAKE_CXX_FLAGS="$san" >/dev/null
+ninja -C "$build" -j "$jobs" fuzz_tls_seeds $(printf 'fuzz_%s ' "${targets[@]}")
+
+# Seeds that hold keys or fresh certificates are generated, never kept in the repository.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+"$build/tests/fuzz/fuzz_tls_seeds" "$build/seeds"
+
+failed=()
+summary=()
+for t in "${targets[@]}"; do
+  work="$build/corpus/$t"
+  artifacts="$build/artifacts/$t"
+  mkdir -p "$work" "$artifacts"
+  dirs=("$work")
+  for d in "$src/tests/fuzz/corpus/$t" "$build/seeds/$t" "$src/tests/fuzz/regressions/$t"; do
+    [ -d "$d" ] && dirs+=("$d")
+  done
+  echo "== fuzz $t for ${seconds}s (corpus: ${dirs[*]}) =="
+  log="$build/fuzz-$t.log"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  if "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2560 -max_len=8192 \
+       -print_final_stats=1 -artifact_prefix="$artifacts/" ${COMM_FUZZ_FLAGS:-} "${dirs[@]}" >"$log" 2>&1; then
+    status=ok
+  else
+    status=FAILED
+    failed+=("$t")
+    mkdir -p "$src/tests/fuzz/regressions/$t"
+    for a in "$artifacts"/*; do
+      [ -f "$a" ] && cp "$a" "$src/tests/fuzz/regressions/$t/" && echo "kept $(basename "$a") as a regression input"
+    done
+    tail -n 60 "$log"
+  fi
+  took=$(( $(date +%s) - start ))
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*' || echo "?")
+  summary+=("$(printf '%-22s %-7s %5ss %10s execs  cov %s' "$t" "$status" "$took" "$execs" "$cov")")
+done
+
+echo
+echo "== fuzz summary =="
+printf '%s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]} (inputs kept under tests/fuzz/regressions/; logs in $build/fuzz-*.log)"
+  exit 1
+fi
+echo "all ${#targets[@]} fuzz targets ran ${seconds}s each without a finding"
