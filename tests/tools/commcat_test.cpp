@@ -260,6 +260,18 @@ TEST(Commcat, ListenEchoServesConcurrentPythonClientsAndStopsOnSigterm) {
   EXPECT_EQ(p.wait(), 0) << p.err();
 }
 
+TEST(Commcat, ListenEchoOnTwoLoopsSharingThePortServesEveryClient) {
+  process p(cat({"listen", "0", "--echo", "--loops", "2"}));
+  auto port = p.stderr_value("listening on ");
+  ASSERT_TRUE(port) << p.err();
+  process clients(python(concurrent_echo_clients, {*port, "40"}));
+  EXPECT_EQ(clients.wait(20s), 0) << clients.err();
+  EXPECT_EQ(clients.out(), "echoed 80 of 80\n");
+  p.signal(SIGINT);
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.err(), "listening on " + *port + "\n");
+}
+
 TEST(Commcat, TlsListenEchoServesPythonSslClientAndAnswersCloseNotify) {
   pki certs;
   process p(cat({"listen", "0", "--echo", "--cert", certs.path("leaf.pem"), "--key", certs.path("leaf.key")}));

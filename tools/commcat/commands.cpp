@@ -1,11 +1,7 @@
-// commcat connect / listen / listen --echo.
-#include <pthread.h>
-#include <signal.h>
-
+// commcat connect / listen (one client). listen --echo is in echo_server.cpp.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-#include <mutex>
 #include <vector>
 
 #include "commcat.hpp"
@@ -38,16 +34,6 @@ comm::attach_ssl_options server_attach_options(const config& cfg, comm::ssl_abst
 void announce(std::uint16_t port) {
   // stderr is unbuffered; a script (or a test) reads the port from this line.
   std::fprintf(stderr, "listening on %u\n", static_cast<unsigned>(port));
-}
-
-// A client of the echo server: everything it sends comes back; its TLS close_notify is answered.
-void echo(comm::socket_stream& s) {
-  std::vector<char> buf(64 * 1024);
-  while (std::size_t n = s.read_some(buf.data(), buf.size())) {
-    s.write_all(buf.data(), n);
-    s.flush();
-  }
-  comm::socket_stream_shutdown(s, comm::direction::output);
 }
 
 }  // namespace
@@ -85,54 +71,6 @@ int run_listen(const config& cfg) {
                                    ? comm::socket_stream(std::move(*socket), {}, server_attach_options(cfg, ctx))
                                    : comm::socket_stream(std::move(*socket));
   return relay(stream);
-}
-
-int run_echo_server(const config& cfg) {
-  comm::ssl_abstract_context ctx;
-  if (cfg.tls.enabled) ctx = make_server_context(cfg.tls);
-
-  // Block SIGINT/SIGTERM before any thread starts, so that only sigwait below receives them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
-  std::mutex log_mutex;
-  auto log = [&log_mutex](const std::string& what) {
-    std::lock_guard lock(log_mutex);
-    std::fprintf(stderr, "commcat: client: %s\n", one_line(what).c_str());
-  };
-
-  // --loops N: N servers on the same port (SO_REUSEPORT); the kernel spreads the clients.
-  std::vector<comm::server> servers;
-  std::string port = cfg.port;
-  for (int i = 0; i < cfg.loops; ++i) {
-    comm::server_options o;
-    o.service = port;
-    o.reuseport = cfg.loops > 1;
-    o.ssl_ctx = ctx;
-    if (cfg.timeout) o.handshake_timeout = cfg.timeout;
-    o.tls_error_callback = [log](const std::exception& e) { log(e.what()); };
-    o.handler_error_callback = [log](std::exception_ptr ep) {
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        log(e.what());
-      } catch (...) {
-        log("unknown error");
-      }
-    };
-    servers.push_back(comm::start_up_server(echo, std::move(o)));
-    port = std::to_string(servers.back().local_port());
-  }
-  announce(servers.front().local_port());
-
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
-  for (auto& s : servers) comm::server_terminate(s);
-  return 0;
 }
 
 }  // namespace commcat
