@@ -73,7 +73,11 @@ void server::impl::accept_loop(const std::shared_ptr<impl>& self) {
     try {
       s = listener.accept(milliseconds(0));
     } catch (const socket_error&) {
-      continue;  // EMFILE and the like: the client is dropped, the server goes on
+      // EMFILE and the like: the client waits in the backlog. Back off (waking at once on stop)
+      // instead of spinning on a listener that stays readable.
+      pollfd stop{stop_event.get(), POLLIN, 0};
+      if (::poll(&stop, 1, 100) > 0) break;
+      continue;
     }
     if (!s) continue;
     std::lock_guard lock(mutex);

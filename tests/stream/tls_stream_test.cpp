@@ -236,5 +236,24 @@ TEST_P(TlsStream, TlsServerAndOpenTcpStreamClient) {
   EXPECT_EQ(open_fd_count(), before);  // nothing left by the failed client, the server or its pool
 }
 
+TEST_P(TlsStream, ReadTimeoutUnderTlsIsSocketTimeoutAndStreamGoesOn) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  attach_ssl(client, client_side());
+  s.join();
+  client.set_read_timeout(100ms);
+  char buf[32];
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(client.read_some(buf, sizeof buf), socket_timeout_error);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  server << "late reply" << std::endl;
+  EXPECT_EQ(client.read_line(), "late reply");
+  // The peer's close_notify ends the stream cleanly; socket_stream_handshake on a finished
+  // handshake is simply true.
+  EXPECT_TRUE(socket_stream_handshake(client, 10ms));
+  server.close();
+  EXPECT_EQ(client.read_line(), std::nullopt);
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
