@@ -233,24 +233,31 @@ void load_identity(gnutls_certificate_credentials_t cred, const ssl_context_opti
   const bool from_files = !o.cert_file.empty() || !o.key_file.empty();
   const bool from_pem = !o.cert_pem.empty() || !o.key_pem.empty();
   if (!from_files && !from_pem) return;
-  secret password;
-  password.value = !o.password.empty() ? o.password : (o.password_callback ? o.password_callback() : std::string());
-  const char* pass = password.value.empty() ? nullptr : password.value.c_str();
-  int rc = 0;
-  std::string source;
-  if (from_files && !o.cert_file.empty() && !o.key_file.empty()) {
-    source = "certificate file " + o.cert_file + " and key file " + o.key_file;
-    rc = gnutls_certificate_set_x509_key_file2(cred, o.cert_file.c_str(), o.key_file.c_str(), GNUTLS_X509_FMT_PEM,
-                                               pass, 0);
-  } else {
-    // PEM text, or a mix of file and text: read the files and use the memory form.
-    secret cert, key;
+  // PEM text, or a mix of file and text, is used in the memory form.
+  secret cert, key;
+  const bool both_files = !o.cert_file.empty() && !o.key_file.empty();
+  if (!both_files) {
     cert.value = !o.cert_pem.empty() ? o.cert_pem : read_file(o.cert_file, op);
     key.value = !o.key_pem.empty() ? o.key_pem : read_file(o.key_file, op);
-    source = (o.cert_pem.empty() ? "certificate file " + o.cert_file : std::string("cert_pem")) + " and " +
-             (o.key_pem.empty() ? "key file " + o.key_file : std::string("key_pem"));
+  }
+  const std::string source =
+      both_files ? "certificate file " + o.cert_file + " and key file " + o.key_file
+                 : (o.cert_pem.empty() ? "certificate file " + o.cert_file : std::string("cert_pem")) + " and " +
+                       (o.key_pem.empty() ? "key file " + o.key_file : std::string("key_pem"));
+  auto load = [&](const char* pass) {
+    if (both_files)
+      return gnutls_certificate_set_x509_key_file2(cred, o.cert_file.c_str(), o.key_file.c_str(), GNUTLS_X509_FMT_PEM,
+                                                   pass, 0);
     gnutls_datum_t c = datum(cert.value), k = datum(key.value);
-    rc = gnutls_certificate_set_x509_key_mem2(cred, &c, &k, GNUTLS_X509_FMT_PEM, pass, 0);
+    return gnutls_certificate_set_x509_key_mem2(cred, &c, &k, GNUTLS_X509_FMT_PEM, pass, 0);
+  };
+  secret password;
+  password.value = o.password;
+  int rc = load(password.value.empty() ? nullptr : password.value.c_str());
+  if (rc < 0 && password.value.empty() && o.password_callback) {
+    // Like OpenSSL, the callback is asked only when the key turns out to need a password.
+    password.value = o.password_callback();
+    rc = load(password.value.c_str());
   }
   if (rc < 0) {
     std::string hint = rc == GNUTLS_E_DECRYPTION_FAILED ? " (wrong password?)" : "";

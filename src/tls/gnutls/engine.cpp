@@ -560,7 +560,7 @@ std::exception_ptr gnutls_engine::error(const std::string& operation, const std:
     return std::make_exception_ptr(ssl_verification_failure(r.reason, where + ": certificate verify failed: " + r.message,
                                                             {ssl_code_kind::verification, r.code}, conn));
   }
-  if (rc == GNUTLS_E_NO_CERTIFICATE_FOUND && side_ == ssl_side::server)
+  if ((rc == GNUTLS_E_NO_CERTIFICATE_FOUND || rc == GNUTLS_E_CERTIFICATE_REQUIRED) && side_ == ssl_side::server)
     return std::make_exception_ptr(ssl_verification_failure(
         verify_reason::no_certificate, where + ": the peer did not send a certificate", {ssl_code_kind::verification, 0}, conn));
   if (io_errno_ != 0 && io_errno_ != ECONNRESET && io_errno_ != EPIPE)
