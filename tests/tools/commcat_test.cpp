@@ -6,9 +6,10 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 
+#include "peers/certificates.hpp"
+#include "peers/implementations.hpp"
 #include "process.hpp"
 
 #ifndef COMMCAT_PATH
@@ -19,7 +20,7 @@ namespace {
 
 using commcat_test::process;
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
+using comm_test::pki;
 
 const std::string commcat = COMMCAT_PATH;
 
@@ -105,53 +106,12 @@ std::string port_of(process& p) {
   return port.value_or("");
 }
 
-// Certificates made at test time with the openssl command: a CA, a localhost leaf it issued
-// (DNS localhost, IP 127.0.0.1) and a self-signed localhost certificate.
-class pki {
- public:
-  pki() {
-    char tmpl[] = "/tmp/commcat-test-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    auto run = [](std::vector<std::string> argv) {
-      process p(argv);
-      auto rc = p.wait(20s);
-      if (rc != 0) throw std::runtime_error("certificate set-up failed: " + argv[1] + ": " + p.err());
-    };
-    const std::vector<std::string> ec = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"};
-    auto req = [&](std::vector<std::string> extra) {
-      std::vector<std::string> argv = {"openssl", "req"};
-      argv.insert(argv.end(), ec.begin(), ec.end());
-      argv.insert(argv.end(), extra.begin(), extra.end());
-      run(argv);
-    };
-    req({"-x509", "-days", "2", "-subj", "/CN=commcat test CA", "-keyout", path("ca.key"), "-out", path("ca.pem"),
-         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
-    req({"-subj", "/CN=localhost", "-keyout", path("leaf.key"), "-out", path("leaf.csr")});
-    {
-      std::FILE* f = std::fopen(path("leaf.ext").c_str(), "w");
-      std::fputs("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                 "extendedKeyUsage=serverAuth,clientAuth\n", f);
-      std::fclose(f);
-    }
-    run({"openssl", "x509", "-req", "-in", path("leaf.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
-         "-CAcreateserial", "-days", "2", "-extfile", path("leaf.ext"), "-out", path("leaf.pem")});
-    req({"-x509", "-days", "2", "-subj", "/CN=localhost", "-keyout", path("self.key"), "-out", path("self.pem"),
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"});
-  }
-  ~pki() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
- private:
-  fs::path dir_;
-};
-
 // openssl s_server on a free port; it prints "ACCEPT 127.0.0.1:PORT" once it listens.
+// The certificate file holds the full chain (leaf first), sent whole through -cert_chain.
 struct s_server {
-  explicit s_server(const std::string& cert, const std::string& key)
-      : p({"openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-cert", cert, "-key", key}) {
+  explicit s_server(const comm_test::credential& c)
+      : p({"openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-cert", c.cert_file, "-cert_chain",
+           c.cert_file, "-key", c.key_file}) {
     auto addr = p.stdout_value("ACCEPT 127.0.0.1:", 10s);
     port = addr.value_or("");
   }
@@ -272,25 +232,31 @@ TEST(Commcat, ListenEchoOnTwoLoopsSharingThePortServesEveryClient) {
   EXPECT_EQ(p.err(), "listening on " + *port + "\n");
 }
 
-TEST(Commcat, TlsListenEchoServesPythonSslClientAndAnswersCloseNotify) {
-  pki certs;
-  process p(cat({"listen", "0", "--echo", "--cert", certs.path("leaf.pem"), "--key", certs.path("leaf.key")}));
+// The TLS cases run for each implementation commcat can be told to use.
+class CommcatTls : public ::testing::TestWithParam<comm::ssl_implementation> {
+ protected:
+  std::string impl() const { return std::string(comm::to_string(GetParam())); }
+};
+
+TEST_P(CommcatTls, ListenEchoServesPythonSslClientAndAnswersCloseNotify) {
+  process p(cat({"listen", "0", "--echo", "--cert", pki().good.cert_file, "--key", pki().good.key_file,
+                 "--implementation", impl()}));
   auto port = p.stderr_value("listening on ");
   ASSERT_TRUE(port) << p.err();
-  process client(python(tls_echo_client, {*port, certs.path("ca.pem")}));
+  process client(python(tls_echo_client, {*port, pki().ca_file}));
   EXPECT_EQ(client.wait(20s), 0) << client.err();
-  EXPECT_EQ(client.out().rfind("echo: hello over tls", 0), 0u) << client.out();
+  EXPECT_EQ(client.out(), "echo: hello over tls\n");
   p.signal(SIGINT);
   EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.err(), "listening on " + *port + "\n");
 }
 
-TEST(Commcat, TlsConnectVerifiesAgainstATestCaAndExchangesWithOpensslServer) {
-  pki certs;
-  s_server server(certs.path("leaf.pem"), certs.path("leaf.key"));
+TEST_P(CommcatTls, ConnectVerifiesAgainstTheTestCaAndExchangesWithOpensslServer) {
+  s_server server(pki().good);
   ASSERT_FALSE(server.port.empty()) << server.p.err();
 
-  process p(cat({"connect", "127.0.0.1", server.port, "--ca-file", certs.path("ca.pem"), "--servername",
-                 "localhost", "--timeout", "10"}));
+  process p(cat({"connect", "127.0.0.1", server.port, "--ca-file", pki().ca_file, "--servername", "localhost",
+                 "--timeout", "10", "--implementation", impl()}));
   p.write_stdin("hello from commcat\n");
   ASSERT_TRUE(server.p.wait_stdout("hello from commcat\n")) << server.p.out() << p.err();
   server.p.write_stdin("<reply from s_server>\n");
@@ -301,9 +267,24 @@ TEST(Commcat, TlsConnectVerifiesAgainstATestCaAndExchangesWithOpensslServer) {
   EXPECT_EQ(p.err(), "");
 }
 
+TEST_P(CommcatTls, ConnectRejectsAServerCertificateForAnotherHost) {
+  s_server server(pki().wrong_host);
+  ASSERT_FALSE(server.port.empty()) << server.p.err();
+  process p(cat({"connect", "127.0.0.1", server.port, "--ca-file", pki().ca_file, "--servername", "localhost",
+                 "--implementation", impl()}));
+  EXPECT_EQ(p.wait(), 1);
+  EXPECT_EQ(p.out(), "");
+  EXPECT_EQ(p.err().rfind("commcat: ", 0), 0u) << p.err();
+  EXPECT_EQ(count_lines(p.err()), 1u) << p.err();
+  EXPECT_NE(p.err().find("127.0.0.1:" + server.port), std::string::npos) << p.err();
+  EXPECT_NE(lower(p.err()).find("mismatch"), std::string::npos) << p.err();
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, CommcatTls, ::testing::ValuesIn(comm_test::tested_implementations()),
+                         comm_test::implementation_name{});
+
 TEST(Commcat, TlsConnectInsecureAcceptsASelfSignedServer) {
-  pki certs;
-  s_server server(certs.path("self.pem"), certs.path("self.key"));
+  s_server server(pki().self_signed);
   ASSERT_FALSE(server.port.empty()) << server.p.err();
   process p(cat({"connect", "127.0.0.1", server.port, "--insecure"}));
   p.write_stdin("insecure hello\n");
@@ -315,10 +296,9 @@ TEST(Commcat, TlsConnectInsecureAcceptsASelfSignedServer) {
 }
 
 TEST(Commcat, TlsConnectRejectsASelfSignedServerWithoutInsecure) {
-  pki certs;
-  s_server server(certs.path("self.pem"), certs.path("self.key"));
+  s_server server(pki().self_signed);
   ASSERT_FALSE(server.port.empty()) << server.p.err();
-  process p(cat({"connect", "127.0.0.1", server.port, "--tls", "--ca-file", certs.path("ca.pem")}));
+  process p(cat({"connect", "127.0.0.1", server.port, "--tls", "--ca-file", pki().ca_file}));
   EXPECT_EQ(p.wait(), 1);
   EXPECT_EQ(p.out(), "");
   EXPECT_EQ(p.err().rfind("commcat: ", 0), 0u) << p.err();
@@ -328,12 +308,11 @@ TEST(Commcat, TlsConnectRejectsASelfSignedServerWithoutInsecure) {
 }
 
 TEST(Commcat, TlsTruncationWritesEverythingReceivedThenFails) {
-  pki certs;
-  process peer(python(tls_truncating_server, {certs.path("leaf.pem"), certs.path("leaf.key")}));
+  process peer(python(tls_truncating_server, {pki().good.cert_file, pki().good.key_file}));
   const auto port = port_of(peer);
   ASSERT_FALSE(port.empty()) << peer.err();
   // stdin stays open: commcat must notice the missing close_notify by itself.
-  process p(cat({"connect", "127.0.0.1", port, "--ca-file", certs.path("ca.pem")}));
+  process p(cat({"connect", "127.0.0.1", port, "--ca-file", pki().ca_file}));
   auto rc = p.wait(10s);
   ASSERT_TRUE(rc.has_value());
   EXPECT_EQ(*rc, 1);
