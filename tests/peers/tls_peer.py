@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""A TLS peer built on Python's ssl module, for comm's tests. Prints "PORT <n>" once listening on
+127.0.0.1, serves one connection, and exits.
+
+usage: tls_peer.py MODE CERT KEY
+  truncate      TLS handshake, send "partial\\n", then close TCP without close_notify
+  close_notify  TLS handshake, send "bye\\n", then close_notify (unwrap) and close
+  starttls      plain lines: "hello" -> "plain ok"; "STARTTLS" -> "go ahead", then TLS: lines
+                echoed as "tls: <line>" until "STOPTLS" -> "stopping" + close_notify exchange;
+                then plain again: "after" -> "plain again", then close
+"""
+import socket
+import ssl
+import sys
+
+
+def lines(f):
+    for raw in f:
+        yield raw.rstrip(b"\r\n").decode()
+
+
+def main():
+    mode, cert, key = sys.argv[1:4]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    print("PORT", listener.getsockname()[1], flush=True)
+    listener.settimeout(10)
+    conn, _ = listener.accept()
+    conn.settimeout(10)
+    if mode == "truncate":
+        tls = ctx.wrap_socket(conn, server_side=True)
+        tls.sendall(b"partial\n")
+        raw = socket.socket(fileno=tls.detach())  # the TCP socket, TLS state dropped
+        raw.shutdown(socket.SHUT_RDWR)
+        raw.close()
+    elif mode == "close_notify":
+        tls = ctx.wrap_socket(conn, server_side=True)
+        tls.sendall(b"bye\n")
+        plain = tls.unwrap()  # sends close_notify, waits for the peer's
+        plain.close()
+    elif mode == "starttls":
+        def readline(sock):
+            buf = b""
+            while not buf.endswith(b"\n"):
+                c = sock.recv(1)
+                if not c:
+                    return None
+                buf += c
+            return buf.rstrip(b"\r\n").decode()
+        assert readline(conn) == "hello"
+        conn.sendall(b"plain ok\n")
+        assert readline(conn) == "STARTTLS"
+        conn.sendall(b"go ahead\n")
+        tls = ctx.wrap_socket(conn, server_side=True)
+        while True:
+            line = readline(tls)
+            if line is None or line == "STOPTLS":
+                break
+            tls.sendall(("tls: " + line + "\n").encode())
+        tls.sendall(b"stopping\n")
+        plain = tls.unwrap()
+        assert readline(plain) == "after"
+        plain.sendall(b"plain again\n")
+        plain.close()
+    print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+    main()
