@@ -197,7 +197,12 @@ std::string priority_string(const ssl_context_options& o, ssl_side side, const s
   }
   for (const auto& r : raw) p += ":" + r;
 
-  if (!o.groups.empty()) {
+  if (o.groups.empty()) {
+    // OpenSSL's default order: X25519 first, so that a server preferring its own order does not
+    // ask the usual client (X25519 key share) for another one (HelloRetryRequest).
+    p += ":-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-X448:+GROUP-SECP521R1:+GROUP-SECP384R1"
+         ":+GROUP-FFDHE2048:+GROUP-FFDHE3072:+GROUP-FFDHE4096:+GROUP-FFDHE6144:+GROUP-FFDHE8192";
+  } else {
     p += ":-GROUP-ALL";
     for (const auto& token : split(o.groups)) {
       auto it = std::find_if(std::begin(groups), std::end(groups),

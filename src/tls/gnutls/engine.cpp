@@ -379,7 +379,7 @@ class gnutls_engine final : public tls_engine {
   comm::ssl_configure_callback ssl_configure_;
 
   bool handshake_done_ = false, close_notify_received_ = false, close_notify_sent_ = false;
-  bool session_stored_ = false, alert_pending_ = false, eof_ = false, closed_ = false;
+  bool session_stored_ = false, alert_pending_ = false, eof_ = false, closed_ = false, client_hello_seen_ = false;
   int io_errno_ = 0;
   int error_code_ = 0;
   std::string error_message_;
@@ -482,9 +482,11 @@ int gnutls_engine::client_hello_function(gnutls_session_t s) {
 }
 
 int gnutls_engine::on_client_hello() {
-  if (owner == nullptr) return 0;
+  // Once per handshake: a second ClientHello (after a HelloRetryRequest) keeps the first decision.
+  if (owner == nullptr || client_hello_seen_) return 0;
+  client_hello_seen_ = true;
   try {
-    client_hello_decision d = active_->options.client_hello_callback(*owner, server_name());
+    client_hello_decision d = ctx_->options.client_hello_callback(*owner, server_name());
     if (!d.accept) {
       refused_by_ = {ssl_code_kind::client_hello_callback, 0};
       return GNUTLS_E_UNRECOGNIZED_NAME;

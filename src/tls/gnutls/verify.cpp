@@ -87,6 +87,38 @@ certificate_data data_of(gnutls_x509_crt_t crt) {
 
 bool self_issued(gnutls_x509_crt_t crt) { return gnutls_x509_crt_check_issuer(crt, crt) != 0; }
 
+// GnuTLS reports path length and key usage violations of an issuer alike (signer constraints);
+// OpenSSL names them apart. A CA sent by the peer with more CAs below it than its pathlen allows
+// is the path length case.
+bool path_length_exceeded(gnutls_session_t session) {
+  unsigned n = 0;
+  const gnutls_datum_t* certs = gnutls_certificate_get_peers(session, &n);
+  for (unsigned i = 1; certs != nullptr && i < n; ++i) {
+    crt_ptr crt = import_der(certs[i]);
+    unsigned critical = 0, ca = 0;
+    int pathlen = -1;
+    if (crt && gnutls_x509_crt_get_basic_constraints(crt.get(), &critical, &ca, &pathlen) >= 0 && ca && pathlen >= 0 &&
+        static_cast<int>(i) - 1 > pathlen)
+      return true;
+  }
+  return false;
+}
+
+// OpenSSL's default: a host name matches subjectAltName DNS entries only, never the subject's CN.
+bool has_dns_san(gnutls_session_t session) {
+  unsigned n = 0;
+  const gnutls_datum_t* certs = gnutls_certificate_get_peers(session, &n);
+  crt_ptr leaf = n > 0 ? import_der(certs[0]) : nullptr;
+  for (unsigned i = 0; leaf && i < 1024; ++i) {
+    char buf[512];
+    size_t size = sizeof buf;
+    int type = gnutls_x509_crt_get_subject_alt_name(leaf.get(), i, buf, &size, nullptr);
+    if (type == GNUTLS_SAN_DNSNAME) return true;
+    if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) break;
+  }
+  return false;
+}
+
 }  // namespace
 
 verify_result verify_result_from_status(gnutls_session_t session, unsigned status) {
@@ -113,6 +145,9 @@ verify_result verify_result_from_status(gnutls_session_t session, unsigned statu
       r.reason = verify_reason::unknown_issuer;
       r.message = "unable to get local issuer certificate";
     }
+  } else if (status & GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE && path_length_exceeded(session)) {
+    r.reason = verify_reason::path_length_exceeded;
+    r.message = "path length constraint exceeded";
   } else if (status & (GNUTLS_CERT_SIGNER_NOT_CA | GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE)) {
     r.reason = verify_reason::invalid_ca;
     r.message = "invalid CA certificate";
@@ -162,6 +197,8 @@ verify_result verify_session(gnutls_session_t session, const std::string& host_n
   unsigned status = 0;
   if (int rc = gnutls_certificate_verify_peers(session, data, count, &status); rc < 0)
     return verify_result{false, rc, verify_reason::other, gnutls_strerror(rc)};
+  if (!host_name.empty() && !is_ip_literal(host_name) && !has_dns_san(session))
+    status |= GNUTLS_CERT_UNEXPECTED_OWNER | GNUTLS_CERT_INVALID;  // GnuTLS would fall back to the CN
   return verify_result_from_status(session, status);
 }
 
