@@ -26,9 +26,13 @@ socket_stream::socket_stream(socket_handle socket, stream_options options, attac
 socket_stream::socket_stream(socket_stream&& other) noexcept
     : std::iostream(std::move(other)), ssl_connection(), core_ptr_(std::move(other.core_ptr_)) {
   set_rdbuf(core_ptr_.get());
+  // A moved-from stream has no buffer: iostream operations on it fail (badbit), never touch it.
   other.set_rdbuf(nullptr);
+  other.exceptions(std::ios::goodbit);  // so that setting badbit cannot throw here
+  other.setstate(std::ios::badbit);
   if (core_ptr_) core_ptr_->set_owner(this);
 }
+
 
 socket_stream& socket_stream::operator=(socket_stream&& other) noexcept {
   if (this == &other) return *this;
@@ -39,7 +43,10 @@ socket_stream& socket_stream::operator=(socket_stream&& other) noexcept {
   std::iostream::swap(other);  // format state and flags come along
   core_ptr_ = std::move(other.core_ptr_);
   set_rdbuf(core_ptr_.get());
+  // A moved-from stream has no buffer: iostream operations on it fail (badbit), never touch it.
   other.set_rdbuf(nullptr);
+  other.exceptions(std::ios::goodbit);  // so that setting badbit cannot throw here
+  other.setstate(std::ios::badbit);
   if (core_ptr_) core_ptr_->set_owner(this);
   return *this;
 }

@@ -280,6 +280,8 @@ TEST(SocketStream, MoveKeepsConnectionAndEmptiesSource) {
   EXPECT_FALSE(client.is_open());
   EXPECT_EQ(client.native_handle(), -1);
   EXPECT_THROW(client.read_line(), socket_io_error);
+  client << "into a moved-from stream" << std::flush;  // no buffer: badbit, no crash
+  EXPECT_TRUE(client.bad());
   moved << "after move" << std::endl;
   EXPECT_EQ(server.read_line(), "before move");
   EXPECT_EQ(server.read_line(), "after move");
