@@ -146,6 +146,7 @@ void state_impl::start_write(write_op op, std::optional<milliseconds> timeout) {
   }
   write_->queued_bytes += op.data.size();
   write_->ops.push_back(std::move(op));
+  write_->ops.back().rebind();  // deque elements stay put from here on
   schedule_drive();
 }
 

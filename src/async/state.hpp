@@ -38,6 +38,11 @@ struct write_op {
   std::variant<std::monostate, std::string, std::vector<std::byte>> owned;
   std::size_t done = 0;
   write_callback cb, err;
+  // Points data at the owned copy again: a moved std::string may have moved its bytes (SSO).
+  void rebind() noexcept {
+    if (auto* s = std::get_if<std::string>(&owned)) data = std::as_bytes(std::span<const char>(s->data(), s->size()));
+    if (auto* v = std::get_if<std::vector<std::byte>>(&owned)) data = std::span<const std::byte>(v->data(), v->size());
+  }
 };
 struct write_queue {
   std::deque<write_op> ops;

@@ -31,6 +31,7 @@ struct echo_server {
   std::atomic<int> ssl_errors{0};
   std::mutex errors_mutex;
   std::vector<comm::ssl_failure_kind> ssl_error_kinds;
+  waiter errors_changed;
 
   explicit echo_server(comm::ssl_abstract_context ctx = {},
                        std::optional<std::chrono::milliseconds> handshake_timeout = std::chrono::seconds(10)) {
@@ -42,9 +43,11 @@ struct echo_server {
       o.ssl_ctx = ctx;
       o.handshake_timeout = handshake_timeout;
       o.ssl_error_callback = [this](std::exception_ptr e, std::optional<comm::endpoint>) {
-        std::lock_guard lock(errors_mutex);
-        ssl_error_kinds.push_back(comm::ssl_failure_indicator(e));
-        ++ssl_errors;
+        {
+          std::lock_guard lock(errors_mutex);
+          ssl_error_kinds.push_back(comm::ssl_failure_indicator(e));
+        }
+        errors_changed.notify([&] { ++ssl_errors; });
       };
       return comm::accept_tcp_connections_creating_async_io_states(
           *lt, "0",
@@ -56,6 +59,10 @@ struct echo_server {
     });
   }
   std::uint16_t port() const { return handle->local_port(); }
+  // Waits (bounded) until at least n handshake failures were reported.
+  bool wait_ssl_errors(int n, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    return errors_changed.wait([&] { return ssl_errors.load() >= n; }, timeout);
+  }
 };
 
 struct echo_result {

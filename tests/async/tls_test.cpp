@@ -1,0 +1,299 @@
+// TLS on async states, for every tested implementation: echo at scale, handshake timeouts,
+// verification failures, STARTTLS and back, independent peers (openssl s_client / s_server,
+// Python ssl), and a hostile mix that must not disturb good clients.
+#include <sys/socket.h>
+
+#include "echo_helpers.hpp"
+#include "peers/certificates.hpp"
+#include "peers/implementations.hpp"
+#include "peers/process.hpp"
+
+using namespace async_test;
+using comm_test::pki;
+
+namespace {
+
+comm::ssl_abstract_context client_ctx(comm::ssl_implementation impl) {
+  comm::ssl_context_options o;
+  o.implementation = impl;
+  o.trusted_file = pki().ca_file;
+  return comm::create_ssl_client_context(std::move(o));
+}
+
+comm::ssl_abstract_context server_ctx(comm::ssl_implementation impl, const comm_test::credential& c = pki().good) {
+  comm::ssl_context_options o;
+  o.implementation = impl;
+  o.cert_file = c.cert_file;
+  o.key_file = c.key_file;
+  return comm::create_ssl_server_context(std::move(o));
+}
+
+// One TLS client exchange on a loop: connect, write `message`, read `expect_size` bytes.
+struct exchange_result {
+  std::exception_ptr error;
+  std::string received;
+  comm::ssl_protocol_version version = comm::ssl_protocol_version::unknown;
+  std::string cipher;
+  bool verified = false;
+  bool found_by_ref = false;
+  comm::ssl_implementation implementation{};
+};
+
+exchange_result exchange(const std::string& host, std::uint16_t port, comm::client_ssl_ctx_spec ctx,
+                         const std::string& message, std::size_t expect_size,
+                         std::optional<std::chrono::milliseconds> handshake_timeout = std::chrono::seconds(10)) {
+  exchange_result r;
+  waiter w;
+  bool done = false;
+  loop_thread lt("tls client");
+  lt.call([&] {
+    comm::async_connect_options o;
+    o.ssl_ctx = std::move(ctx);
+    o.handshake_timeout = handshake_timeout;
+    o.connect_timeout = std::chrono::seconds(5);
+    o.read_timeout = std::chrono::seconds(10);
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, host, std::to_string(port),
+        [&](comm::async_io_state* s, std::exception_ptr e) {
+          if (!s) {
+            w.notify([&] { r.error = e, done = true; });
+            return;
+          }
+          r.version = comm::ssl_connection_protocol_version(*s);
+          r.cipher = comm::ssl_connection_cipher(*s);
+          r.verified = comm::ssl_connection_verify(*s).ok;
+          r.implementation = comm::ssl_connection_implementation(*s);
+          r.found_by_ref = comm::find_ssl_connection_from_ssl_ref(comm::ssl_connection_ssl_ref(*s)) == s;
+          comm::async_io_state_write_buffer(*s, message, {});
+          comm::async_io_state_read_with_checking(*s, [&](comm::async_io_state& st, std::span<const std::byte> d) {
+            if (d.size() >= expect_size || st.read_status() != comm::io_status::ok) {
+              std::string got = text_of(d);
+              if (st.read_status() == comm::io_status::error) r.error = st.read_error();
+              comm::close_async_io_state(st);
+              w.notify([&] { r.received = got, done = true; });
+            }
+          });
+        },
+        std::move(o));
+    return 0;
+  });
+  EXPECT_TRUE(w.wait([&] { return done; }, std::chrono::seconds(30)));
+  std::lock_guard lock(w.mutex());
+  return r;
+}
+
+std::string what_of(std::exception_ptr e) {
+  if (!e) return {};
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  }
+  return "?";
+}
+
+class AsyncTls : public ::testing::TestWithParam<comm::ssl_implementation> {};
+
+}  // namespace
+
+TEST_P(AsyncTls, ThousandConcurrentTlsClientsAreEchoedExactly) {
+  raise_fd_limit(8192);
+  int fds_before = count_open_fds();
+  {
+    echo_server server(server_ctx(GetParam()));
+    auto result = run_echo_clients(server.port(), 1000, 64 * 1024, client_ctx(GetParam()), std::chrono::seconds(120));
+    EXPECT_EQ(result.ok, 1000) << result.first_error;
+    EXPECT_EQ(result.mismatched, 0);
+    EXPECT_EQ(server.ssl_errors.load(), 0);
+    std::printf("1000 TLS clients (%s) x 64 KiB echoed in %.2f s\n", std::string(comm::to_string(GetParam())).c_str(),
+                std::chrono::duration<double>(result.elapsed).count());
+  }
+  EXPECT_EQ(count_open_fds(), fds_before);
+}
+
+TEST_P(AsyncTls, ConnectionFunctionsWorkOnAnAsyncState) {
+  echo_server server(server_ctx(GetParam()));
+  auto r = exchange("localhost", server.port(), client_ctx(GetParam()), "ping\n", 5);
+  ASSERT_FALSE(r.error) << what_of(r.error);
+  EXPECT_EQ(r.received, "ping\n");
+  EXPECT_EQ(r.version, comm::ssl_protocol_version::tls_v1_3);
+  EXPECT_FALSE(r.cipher.empty());
+  EXPECT_TRUE(r.verified);
+  EXPECT_TRUE(r.found_by_ref);
+  EXPECT_EQ(r.implementation, GetParam());
+}
+
+TEST_P(AsyncTls, WrongHostCertificateFailsVerificationInTheCallback) {
+  echo_server server(server_ctx(GetParam(), pki().wrong_host));
+  auto r = exchange("localhost", server.port(), client_ctx(GetParam()), "x", 1);
+  ASSERT_TRUE(r.error);
+  EXPECT_EQ(comm::ssl_failure_indicator(r.error), comm::ssl_failure_kind::ssl_condition);
+  try {
+    std::rethrow_exception(r.error);
+  } catch (const comm::ssl_verification_failure& e) {
+    EXPECT_EQ(e.reason(), comm::verify_reason::host_name_mismatch) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not a verification failure: " << e.what();
+  }
+}
+
+TEST_P(AsyncTls, ClientHandshakeTimeoutAgainstASilentPeer) {
+  // Accepts TCP, never speaks TLS.
+  auto silent = comm::tcp_listener::open("0", {});
+  auto t0 = clock::now();
+  auto r = exchange("127.0.0.1", silent.local_port(), client_ctx(GetParam()), "x", 1, std::chrono::milliseconds(300));
+  auto took = clock::now() - t0;
+  ASSERT_TRUE(r.error);
+  EXPECT_EQ(comm::ssl_failure_indicator(r.error), comm::ssl_failure_kind::timeout) << what_of(r.error);
+  EXPECT_NE(what_of(r.error).find("timed out after 300 ms"), std::string::npos) << what_of(r.error);
+  EXPECT_GE(took, std::chrono::milliseconds(300));
+  EXPECT_LT(took, std::chrono::seconds(3));
+}
+
+TEST_P(AsyncTls, ServerHandshakeTimeoutReportsASilentClientToTheErrorCallback) {
+  echo_server server(server_ctx(GetParam()), std::chrono::milliseconds(200));
+  auto silent = raw_connect(server.port());
+  ASSERT_TRUE(server.wait_ssl_errors(1));
+  std::lock_guard lock(server.errors_mutex);
+  EXPECT_EQ(server.ssl_error_kinds, std::vector<comm::ssl_failure_kind>{comm::ssl_failure_kind::timeout});
+  EXPECT_EQ(recv_some(silent.get(), 1, std::chrono::seconds(2)), "");  // closed by the server
+  EXPECT_EQ(server.handle->connections(), 0u);
+}
+
+TEST_P(AsyncTls, StartTlsAndBackOnAPairOfStates) {
+  loop_thread lt("starttls");
+  waiter w;
+  auto [a, b] = tcp_pair();
+  std::shared_ptr<comm::async_io_state> client, server;
+  std::vector<std::string> events;
+  auto note = [&](std::string e) { w.notify([&] { events.push_back(std::move(e)); }); };
+  lt.call([&, a = std::make_shared<comm::socket_handle>(std::move(a)),
+           b = std::make_shared<comm::socket_handle>(std::move(b))] {
+    client = comm::create_async_io_state(*lt, std::move(*a));
+    server = comm::create_async_io_state(*lt, std::move(*b));
+    comm::attach_ssl_options so;
+    so.ssl_ctx = server_ctx(GetParam());
+    so.ssl_side = comm::ssl_side::server;
+    comm::async_io_state_attach_ssl(*server, std::move(so), [&](comm::async_io_state& s, std::exception_ptr e) {
+      EXPECT_FALSE(e) << what_of(e);
+      comm::async_io_state_read_with_checking(s, [&](comm::async_io_state& st, std::span<const std::byte> d) {
+        if (d.size() < 6) return;
+        note("server read " + text_of(d));
+        comm::async_io_state_finish(st, d.size());
+        comm::async_io_state_detach_ssl(st, [&](comm::async_io_state& st2, std::exception_ptr e2) {
+          EXPECT_FALSE(e2) << what_of(e2);
+          note(std::string("server detached ") + (st2.is_ssl() ? "tls" : "plain"));
+          comm::async_io_state_write_buffer(st2, std::string("plain!"), {});
+        });
+      });
+    });
+    comm::attach_ssl_options co;
+    co.ssl_ctx = client_ctx(GetParam());
+    co.ssl_side = comm::ssl_side::client;
+    co.tlsext_host_name = "localhost";
+    comm::async_io_state_attach_ssl(*client, std::move(co), [&](comm::async_io_state& s, std::exception_ptr e) {
+      EXPECT_FALSE(e) << what_of(e);
+      comm::async_io_state_write_buffer(s, std::string("secret"), [&](comm::async_io_state& st, std::size_t) {
+        comm::async_io_state_detach_ssl(st, [&](comm::async_io_state& st2, std::exception_ptr e2) {
+          EXPECT_FALSE(e2) << what_of(e2);
+          note(std::string("client detached ") + (st2.is_ssl() ? "tls" : "plain"));
+          comm::async_io_state_read_with_checking(st2, [&](comm::async_io_state& st3, std::span<const std::byte> d) {
+            if (d.size() < 6) return;
+            note("client read " + text_of(d));
+            comm::async_io_state_finish(st3, d.size());
+          });
+        });
+      });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return events.size() == 4; })) << events.size();
+  std::sort(events.begin(), events.end());
+  EXPECT_EQ(events, (std::vector<std::string>{"client detached plain", "client read plain!", "server detached plain",
+                                              "server read secret"}));
+}
+
+TEST_P(AsyncTls, OpensslSClientAgainstTheAsyncAcceptor) {
+  echo_server server(server_ctx(GetParam()));
+  comm_test::peer_process cli({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(server.port()),
+                               "-CAfile", pki().ca_file, "-servername", "localhost", "-verify_hostname", "localhost",
+                               "-verify_return_error", "-quiet", "-no_ign_eof"});
+  cli.write_stdin("hello async acceptor\n");
+  EXPECT_TRUE(cli.wait_for_text("hello async acceptor")) << cli.output();
+  cli.close_stdin();
+  EXPECT_EQ(cli.wait_exit(), std::optional<int>(0)) << cli.output();
+}
+
+TEST_P(AsyncTls, AsyncClientAgainstOpensslSServer) {
+  comm_test::openssl_server server({"-cert", pki().good.cert_file, "-cert_chain", pki().good.cert_file, "-key",
+                                         pki().good.key_file, "-rev"});
+  auto r = exchange("localhost", static_cast<std::uint16_t>(std::stoi(server.port)), client_ctx(GetParam()),
+                    "hello server\n", 13);
+  ASSERT_FALSE(r.error) << what_of(r.error);
+  EXPECT_EQ(r.received.substr(0, 12), "revres olleh");
+  EXPECT_TRUE(r.verified);
+}
+
+TEST_P(AsyncTls, AsyncClientAgainstPythonSsl) {
+  comm_test::peer_process py({"python3", "-u", std::string(COMM_SOURCE_DIR) + "/tests/async/tls_echo_server.py",
+                              pki().good.cert_file, pki().good.key_file});
+  std::string port = py.wait_for(R"(^PORT (\d+)$)");
+  std::string msg(100'000, 'p');
+  auto r = exchange("localhost", static_cast<std::uint16_t>(std::stoi(port)), client_ctx(GetParam()), msg, msg.size());
+  ASSERT_FALSE(r.error) << what_of(r.error);
+  EXPECT_EQ(r.received, msg);
+  EXPECT_EQ(py.wait_for(R"(^VERSION (\S+)$)"), "TLSv1.3");
+}
+
+TEST_P(AsyncTls, HostileClientsDoNotDisturbGoodOnes) {
+  echo_server server(server_ctx(GetParam()), std::chrono::milliseconds(500));
+  std::vector<comm::socket_handle> hostile;
+  for (int i = 0; i < 10; ++i) {  // garbage instead of a ClientHello
+    hostile.push_back(raw_connect(server.port()));
+    send_all(hostile.back().get(), "GET / HTTP/1.0\r\n\r\n" + std::string(100, static_cast<char>(i)));
+  }
+  for (int i = 0; i < 10; ++i) {  // stall mid-handshake: a record header and nothing more
+    hostile.push_back(raw_connect(server.port()));
+    send_all(hostile.back().get(), std::string("\x16\x03\x01\x02\x00\x01", 6));
+  }
+  for (int i = 0; i < 10; ++i) {  // reset at once
+    auto s = raw_connect(server.port());
+    linger lg{1, 0};
+    ::setsockopt(s.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
+  auto result = run_echo_clients(server.port(), 50, 16 * 1024, client_ctx(GetParam()));
+  EXPECT_EQ(result.ok, 50) << result.first_error;
+  // Every hostile client is eventually refused: 10 garbage + 10 stalled (+ the resets, which the
+  // server may see as errors or as clean ends before any handshake byte).
+  auto count = [&](comm::ssl_failure_kind kind) {
+    std::lock_guard lock(server.errors_mutex);
+    return std::count(server.ssl_error_kinds.begin(), server.ssl_error_kinds.end(), kind);
+  };
+  // The stalled ones time out (500 ms); the garbage ones fail as TLS errors.
+  EXPECT_TRUE(server.errors_changed.wait([&] { return count(comm::ssl_failure_kind::timeout) == 10; }));
+  EXPECT_GE(count(comm::ssl_failure_kind::ssl_condition), 10);
+  EXPECT_GE(server.ssl_errors.load(), 20);
+  // The server still serves.
+  auto again = run_echo_clients(server.port(), 5, 1024, client_ctx(GetParam()));
+  EXPECT_EQ(again.ok, 5) << again.first_error;
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTls, ::testing::ValuesIn(comm_test::tested_implementations()),
+                         comm_test::implementation_name());
+
+TEST(SslFailureIndicator, DecodesEachKindOfError) {
+  using comm::ssl_failure_kind;
+  EXPECT_EQ(comm::ssl_failure_indicator(nullptr), ssl_failure_kind::none);
+  EXPECT_EQ(comm::ssl_failure_indicator(std::make_exception_ptr(
+                comm::ssl_handshake_timeout(comm::ssl_errc::handshake_timeout, "TLS handshake with x: timed out"))),
+            ssl_failure_kind::timeout);
+  EXPECT_EQ(comm::ssl_failure_indicator(
+                std::make_exception_ptr(comm::ssl_closed(comm::ssl_errc::closed, "TLS handshake with x"))),
+            ssl_failure_kind::closed);
+  EXPECT_EQ(comm::ssl_failure_indicator(
+                std::make_exception_ptr(comm::ssl_error(comm::ssl_errc::library_error, "TLS handshake with x"))),
+            ssl_failure_kind::ssl_condition);
+  EXPECT_EQ(comm::ssl_failure_indicator(std::make_exception_ptr(
+                comm::socket_connect_error(std::make_error_code(std::errc::connection_refused), "connect to x"))),
+            ssl_failure_kind::not_tls);
+}
