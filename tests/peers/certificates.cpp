@@ -116,6 +116,10 @@ credential save(const std::string& dir, const std::string& name, const issued& l
   c.key_file = dir + "/" + name + ".key";
   write_file(c.cert_file, c.cert_pem);
   write_file(c.key_file, c.key_pem);
+  if (chain) {
+    c.chain_file = dir + "/" + name + "-chain.crt";
+    write_file(c.chain_file, pem(chain->cert.get()));
+  }
   return c;
 }
 

@@ -9,6 +9,7 @@ namespace comm_test {
 struct credential {
   std::string cert_file;  // leaf first, then the intermediate (full chain as a server sends it)
   std::string key_file;
+  std::string chain_file;  // the issuing chain alone (intermediate); empty when none
   std::string cert_pem;
   std::string key_pem;
 };

@@ -112,7 +112,7 @@ TEST_P(ServerSide, RequiredClientCertificateMissingFailsOnBothSides) {
 
 TEST_P(ServerSide, RequiredClientCertificateGoodIsAccepted) {
   tls_listener l;
-  auto client = s_client(l.port(), {"-cert", pki().client.cert_file, "-cert_chain", pki().client.cert_file, "-key",
+  auto client = s_client(l.port(), {"-cert", pki().client.cert_file, "-cert_chain", pki().client.chain_file, "-key",
                                     pki().client.key_file});
   auto s = l.accept(requiring_client_cert(GetParam()));
   auto v = comm::ssl_connection_verify(s);
@@ -139,7 +139,7 @@ TEST_P(ServerSide, RequiredClientCertificateUntrustedIsRefused) {
 
 // comm as the client, s_server demanding a certificate.
 TEST_P(ServerSide, CommClientPresentsItsCertificateWhenAsked) {
-  openssl_server server({"-cert", pki().good.cert_file, "-cert_chain", pki().good.cert_file, "-key",
+  openssl_server server({"-cert", pki().good.cert_file, "-cert_chain", pki().good.chain_file, "-key",
                          pki().good.key_file, "-Verify", "2", "-verify_return_error", "-CAfile", pki().ca_file, "-rev"});
   int asked = 0;
   auto ctx = trusting_client(GetParam(), [&](comm::ssl_context_options& o) {
@@ -163,7 +163,7 @@ TEST_P(ServerSide, CommClientPresentsItsCertificateWhenAsked) {
 }
 
 TEST_P(ServerSide, CommClientWithoutCertificateIsRefusedByTheServer) {
-  openssl_server server({"-cert", pki().good.cert_file, "-cert_chain", pki().good.cert_file, "-key",
+  openssl_server server({"-cert", pki().good.cert_file, "-cert_chain", pki().good.chain_file, "-key",
                          pki().good.key_file, "-Verify", "2", "-verify_return_error", "-CAfile", pki().ca_file, "-rev"});
   comm::open_tcp_stream_options o;
   o.ssl_ctx = trusting_client(GetParam());

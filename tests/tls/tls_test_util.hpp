@@ -60,7 +60,8 @@ inline comm::ssl_abstract_context server_with(comm::ssl_implementation impl, con
 
 // s_server arguments for a credential, echoing lines reversed (-rev).
 inline std::vector<std::string> s_server_args(const credential& c, std::vector<std::string> extra = {}) {
-  std::vector<std::string> a{"-cert", c.cert_file, "-cert_chain", c.cert_file, "-key", c.key_file, "-rev"};
+  std::vector<std::string> a{"-cert", c.cert_file, "-key", c.key_file, "-rev"};
+  if (!c.chain_file.empty()) a.insert(a.end(), {"-cert_chain", c.chain_file});
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }

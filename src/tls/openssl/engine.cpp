@@ -118,8 +118,10 @@ openssl_engine::openssl_engine(ssl_ptr ssl, std::shared_ptr<openssl_context> con
         if (is_ip_literal(host)) {
           if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), host.c_str()) != 1)
             setup_failure("TLS attach: cannot check IP address " + host);
-        } else if (SSL_set1_host(s, host.c_str()) != 1) {
-          setup_failure("TLS attach: cannot check host name " + host);
+        } else {
+          // Names come from subjectAltName only (RFC 6125), never from the subject's CN.
+          SSL_set_hostflags(s, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+          if (SSL_set1_host(s, host.c_str()) != 1) setup_failure("TLS attach: cannot check host name " + host);
         }
       }
       if (context_ && !params.session_key.empty())
