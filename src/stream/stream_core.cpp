@@ -229,6 +229,7 @@ std::optional<std::string> stream_core::read_line() {
 void stream_core::write(const char* data, std::size_t size) {
   if (output_shut) throw socket_io_error(std::make_error_code(std::errc::broken_pipe),
                                          "write to " + peer_text_ + ": output was shut down", owner_);
+  if (size == 0) return;  // data may be null
   std::size_t room = static_cast<std::size_t>(epptr() - pptr());
   if (size <= room) {
     std::memcpy(pptr(), data, size);
