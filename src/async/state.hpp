@@ -18,6 +18,9 @@ namespace comm::detail {
 
 struct accept_core;
 
+// Reads or writes per operation per drive before yielding to other connections.
+constexpr int fairness_rounds = 16;
+
 struct read_op {
   bool checking = false;
   std::span<std::byte> target;  // read_buffer
@@ -60,9 +63,32 @@ struct ssl_op {
   timer_token timer;
 };
 
+// The engine's transport, recording whether the socket really said EAGAIN. With edge-triggered
+// epoll, waiting is only safe after that: an engine may report want_input after handling a
+// record (a session ticket, a key update) without having drained the socket, and then no new
+// edge would ever come.
+class loop_transport final : public transport {
+ public:
+  explicit loop_transport(int fd) noexcept : inner_(fd) {}
+  io_result read(void* data, std::size_t size) override {
+    io_result r = inner_.read(data, size);
+    if (r.would_block()) blocked = true;
+    return r;
+  }
+  io_result write(const void* data, std::size_t size) override {
+    io_result r = inner_.write(data, size);
+    if (r.would_block()) blocked = true;
+    return r;
+  }
+  bool blocked = false;
+
+ private:
+  socket_transport inner_;
+};
+
 struct tls_part {
   explicit tls_part(int fd) : transport(fd) {}
-  socket_transport transport;  // the engine keeps a reference: declared first, destroyed last
+  loop_transport transport;  // the engine keeps a reference: declared first, destroyed last
   std::unique_ptr<tls_engine> engine;
   bool registered = false;
 };

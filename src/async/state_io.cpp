@@ -8,21 +8,24 @@
 
 namespace comm::detail {
 
-namespace {
-// Reads or writes per operation per drive before yielding to other connections.
-constexpr int fairness_rounds = 16;
-}  // namespace
 
 io_step state_impl::read_some(std::byte* p, std::size_t n) {
   if (tls_ && tls_->engine) {
-    auto r = tls_->engine->read(p, n);
-    switch (r.status) {
-      case tls_status::done: return {io_step::data, r.bytes, nullptr};
-      case tls_status::want_input:
-      case tls_status::want_output: return {io_step::would_block, 0, nullptr};
-      case tls_status::closed: return {io_step::eof, 0, nullptr};
-      case tls_status::error: return {io_step::error, 0, tls_->engine->error("TLS read", peer_text())};
+    for (int i = 0; i < fairness_rounds; ++i) {
+      tls_->transport.blocked = false;
+      auto r = tls_->engine->read(p, n);
+      switch (r.status) {
+        case tls_status::done: return {io_step::data, r.bytes, nullptr};
+        case tls_status::want_input:
+        case tls_status::want_output:
+          if (tls_->transport.blocked) return {io_step::would_block, 0, nullptr};
+          continue;  // the socket was not drained: an edge may never come, try again
+        case tls_status::closed: return {io_step::eof, 0, nullptr};
+        case tls_status::error: return {io_step::error, 0, tls_->engine->error("TLS read", peer_text())};
+      }
     }
+    schedule_drive();
+    return {io_step::would_block, 0, nullptr};
   }
   for (;;) {
     ssize_t r = ::recv(sock_.get(), p, n, MSG_DONTWAIT);
@@ -37,14 +40,21 @@ io_step state_impl::read_some(std::byte* p, std::size_t n) {
 
 io_step state_impl::write_some(const std::byte* p, std::size_t n) {
   if (tls_ && tls_->engine) {
-    auto r = tls_->engine->write(p, n);
-    switch (r.status) {
-      case tls_status::done: return {io_step::data, r.bytes, nullptr};
-      case tls_status::want_input:
-      case tls_status::want_output: return {io_step::would_block, 0, nullptr};
-      case tls_status::closed:
-      case tls_status::error: return {io_step::error, 0, tls_->engine->error("TLS write", peer_text())};
+    for (int i = 0; i < fairness_rounds; ++i) {
+      tls_->transport.blocked = false;
+      auto r = tls_->engine->write(p, n);
+      switch (r.status) {
+        case tls_status::done: return {io_step::data, r.bytes, nullptr};
+        case tls_status::want_input:
+        case tls_status::want_output:
+          if (tls_->transport.blocked) return {io_step::would_block, 0, nullptr};
+          continue;
+        case tls_status::closed:
+        case tls_status::error: return {io_step::error, 0, tls_->engine->error("TLS write", peer_text())};
+      }
     }
+    schedule_drive();
+    return {io_step::would_block, 0, nullptr};
   }
   for (;;) {
     ssize_t r = ::send(sock_.get(), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -60,16 +70,18 @@ void state_impl::drive() {
   drive_scheduled_ = false;
   if (coll_ == nullptr) return;
   auto keep = self();
-  for (int i = 0; i < 4 && coll_ != nullptr; ++i) {
-    bool progress = false;
+  bool progress = true;
+  for (int i = 0; i < 4 && progress && coll_ != nullptr; ++i) {
+    progress = false;
     if (ssl_) {
       progress = step_ssl();
     } else {
       if (read_) progress |= step_read();
       if (coll_ != nullptr && write_ && !ssl_) progress |= step_write();
     }
-    if (!progress) break;
   }
+  // Still moving after the rounds: continue after the other connections had their turn.
+  if (progress && coll_ != nullptr && (ssl_ || read_ || write_)) schedule_drive();
   maybe_run_shutdown();
 }
 

@@ -68,11 +68,14 @@ bool state_impl::step_ssl() {
     return true;
   }
   if (ssl_->kind == ssl_op_kind::handshake) {
+    tls_->transport.blocked = false;
     auto r = e->handshake();
     switch (r.status) {
       case tls_status::done: finish_ssl(nullptr); return true;
       case tls_status::want_input:
-      case tls_status::want_output: return false;
+      case tls_status::want_output:
+        // Not blocked on the socket: go round again (drive() repeats on progress).
+        return !tls_->transport.blocked;
       case tls_status::closed:
         read_status_ = io_status::eof;
         finish_ssl(std::make_exception_ptr(ssl_closed(ssl_errc::closed,
@@ -88,17 +91,19 @@ bool state_impl::step_ssl() {
   // before it is kept as buffered data.
   bool progress = false;
   if (!ssl_->shutdown_sent) {
+    tls_->transport.blocked = false;
     auto r = e->shutdown();
     switch (r.status) {
       case tls_status::done:
       case tls_status::closed: ssl_->shutdown_sent = true; progress = true; break;
       case tls_status::want_input:
-      case tls_status::want_output: return false;
+      case tls_status::want_output: return !tls_->transport.blocked;
       case tls_status::error: finish_ssl(e->error("TLS detach", peer_text())); return true;
     }
   }
   while (!e->close_notify_received()) {
     auto& s = coll_->scratch();
+    tls_->transport.blocked = false;
     auto r = e->read(s.data(), s.size());
     switch (r.status) {
       case tls_status::done:
@@ -106,7 +111,7 @@ bool state_impl::step_ssl() {
         progress = true;
         continue;
       case tls_status::want_input:
-      case tls_status::want_output: return progress;
+      case tls_status::want_output: return progress || !tls_->transport.blocked;
       case tls_status::closed: break;
       case tls_status::error: finish_ssl(e->error("TLS detach", peer_text())); return true;
     }
