@@ -167,8 +167,8 @@ def run_workload(w, binaries, certs, runs):
             s = sides[name]
             if not s["available"]:
                 continue
-            if len(s["errors"]) >= 2 and not s["runs"]:
-                continue  # failed twice: do not spend the suite's time on it
+            if (len(s["errors"]) >= 2 and not s["runs"]) or any("in time" in e for e in s["errors"]):
+                continue  # failed twice, or hung once: do not spend the suite's time on it
             server = [os.path.join(binaries, spec["server_program"] or spec["program"]), *spec["server"], *cert_args]
             client = [os.path.join(binaries, spec["client_program"] or spec["program"]), *spec["client"], *cert_args]
             try:
