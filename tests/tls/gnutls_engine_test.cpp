@@ -340,5 +340,26 @@ TEST(GnuTLSEngine, DefaultClientContextVerifiesAgainstTheSystemStore) {
   comm::set_ssl_default_implementation(before);
 }
 
+TEST(GnuTLSEngine, Tls12RenegotiationByTheClientIsRefused) {
+  loopback_listener l;
+  auto done = serve_one(l, server_with(gnutls, pki().good, [](auto& o) {
+                          o.protocol_version.max = comm::ssl_protocol_version::tls_v1_2;
+                        }),
+                        [](engine_connection& s) {
+                          s.handshake();
+                          try {
+                            s.read_some();
+                            ADD_FAILURE() << "renegotiation accepted";
+                          } catch (const comm::ssl_failure& e) {
+                            EXPECT_NE(std::string(e.what()).find("renegotiation is refused"), std::string::npos)
+                                << e.what();
+                          }
+                        });
+  peer_process cli({"gnutls-cli", "-p", l.port, "--x509cafile", pki().ca_file, "--rehandshake", "127.0.0.1"});
+  EXPECT_TRUE(cli.wait_for_text("ReHandshake has failed")) << cli.output();
+  EXPECT_NE(cli.output().find("No renegotiation is allowed"), std::string::npos) << cli.output();
+  done.get();
+}
+
 }  // namespace
 }  // namespace comm_test

@@ -117,7 +117,8 @@ class gnutls_engine final : public tls_engine {
         return again();
       }
       if (n == GNUTLS_E_REHANDSHAKE) {
-        alert_pending_ = true;  // refuse: renegotiation is off
+        if (side_ != ssl_side::client) return refuse_renegotiation();
+        alert_pending_ = true;  // a server's HelloRequest is ignored with a no_renegotiation warning
         if (tls_result r = flush_alert(); r.status != tls_status::done) return r;
         continue;
       }
@@ -171,6 +172,7 @@ class gnutls_engine final : public tls_engine {
         return {tls_status::done, 0};
       }
       if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) return again();
+      if (n == GNUTLS_E_REHANDSHAKE && side_ != ssl_side::client) return refuse_renegotiation();
       if (n == GNUTLS_E_REHANDSHAKE || gnutls_error_is_fatal(static_cast<int>(n)) == 0) continue;
       return fail(static_cast<int>(n), false);
     }
@@ -324,6 +326,13 @@ class gnutls_engine final : public tls_engine {
     if (d.data) gnutls_free(d.data);
   }
 
+  // GnuTLS keeps a client's renegotiation ClientHello queued where application data is read, so a
+  // server cannot ignore it and go on (as OpenSSL does): the connection ends with a fatal
+  // no_renegotiation alert instead.
+  tls_result refuse_renegotiation() {
+    gnutls_alert_send(session(), GNUTLS_AL_FATAL, GNUTLS_A_NO_RENEGOTIATION);  // best effort
+    return fail_message("the peer asked to renegotiate; renegotiation is refused");
+  }
   tls_result flush_alert() {
     if (!alert_pending_) return {tls_status::done, 0};
     int rc = gnutls_alert_send(session(), GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
