@@ -93,6 +93,7 @@ void server::impl::accept_loop(const std::shared_ptr<impl>& self) {
     }
     cv.notify_one();
   }
+  listener.close();  // the port is free as soon as accepting stops, even before the joins
 }
 
 void server::impl::worker_loop() {

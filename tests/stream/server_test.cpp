@@ -149,6 +149,21 @@ TEST(Server, TerminateFromInsideHandlerDoesNotDeadlock) {
   EXPECT_EQ(c.read_line(), "terminated from inside");
   EXPECT_TRUE(result.get_future().get());
   EXPECT_FALSE(srv.alive());
+  // Accepting has stopped: the port is closed (bounded wait for the accept thread to see the stop).
+  bool refused = false;
+  for (auto deadline = std::chrono::steady_clock::now() + 5s; !refused && std::chrono::steady_clock::now() < deadline;) {
+    auto r = try_open_tcp_stream("127.0.0.1", std::to_string(srv.local_port()), {.read_timeout = 1s});
+    refused = !r;
+    if (r) {
+      // A connection that slipped in before the stop is closed or reset, never served.
+      try {
+        EXPECT_EQ(r->read_line(), std::nullopt);
+      } catch (const socket_io_error& e) {
+        EXPECT_EQ(e.code(), std::errc::connection_reset) << e.what();
+      }
+    }
+  }
+  EXPECT_TRUE(refused);
   EXPECT_FALSE(server_terminate(srv));  // finishes the joins from outside
 }
 
