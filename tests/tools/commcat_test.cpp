@@ -280,6 +280,54 @@ TEST_P(CommcatTls, ConnectRejectsAServerCertificateForAnotherHost) {
   EXPECT_NE(lower(p.err()).find("mismatch"), std::string::npos) << p.err();
 }
 
+// A TLS client for `commcat listen`: sends a line, prints what comes back until the listener's
+// close_notify, then answers it. argv: port, CA file, [certificate chain, key].
+const char* tls_listen_client = R"(
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+if len(sys.argv) > 3: ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10), server_hostname="localhost")
+c.sendall(b"from the tls client\n"); got = b""
+while True:
+    d = c.recv(65536)
+    if not d: break
+    got += d
+c.unwrap()
+sys.stdout.write(got.decode()); sys.stdout.flush()
+)";
+
+TEST_P(CommcatTls, ListenVerifiesAClientCertificateAndRelaysBothWays) {
+  process p(cat({"listen", "0", "--cert", pki().good.cert_file, "--key", pki().good.key_file, "--verify-client",
+                 "required", "--ca-file", pki().ca_file, "--implementation", impl()}));
+  auto port = p.stderr_value("listening on ");
+  ASSERT_TRUE(port) << p.err();
+  process client(python(tls_listen_client, {*port, pki().ca_file, pki().client.cert_file, pki().client.key_file}));
+  ASSERT_TRUE(p.wait_stdout("from the tls client\n")) << p.err() << client.err();
+  p.write_stdin("from the listener\n");
+  p.close_stdin();  // close_notify to the client, which answers with its own
+  EXPECT_EQ(client.wait(), 0) << client.err();
+  EXPECT_EQ(client.out(), "from the listener\n");
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.out(), "from the tls client\n");
+  EXPECT_EQ(p.err(), "listening on " + *port + "\n");
+}
+
+TEST_P(CommcatTls, ListenRefusesAClientWithoutCertificateWhenOneIsRequired) {
+  process p(cat({"listen", "0", "--cert", pki().good.cert_file, "--key", pki().good.key_file, "--verify-client",
+                 "required", "--ca-file", pki().ca_file, "--implementation", impl()}));
+  auto port = p.stderr_value("listening on ");
+  ASSERT_TRUE(port) << p.err();
+  process client(python(tls_listen_client, {*port, pki().ca_file}));
+  p.close_stdin();
+  EXPECT_EQ(p.wait(), 1) << p.err();
+  EXPECT_NE(client.wait(), 0);  // its handshake or first read fails too
+  EXPECT_EQ(p.out(), "");
+  const std::string err = p.err().substr(p.err().find('\n') + 1);  // after "listening on"
+  EXPECT_EQ(err.rfind("commcat: ", 0), 0u) << err;
+  EXPECT_EQ(count_lines(err), 1u) << err;
+  EXPECT_NE(lower(err).find("certificate"), std::string::npos) << err;
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, CommcatTls, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
 
@@ -305,6 +353,27 @@ TEST(Commcat, TlsConnectRejectsASelfSignedServerWithoutInsecure) {
   EXPECT_EQ(count_lines(p.err()), 1u) << p.err();
   EXPECT_NE(lower(p.err()).find("verif"), std::string::npos) << p.err();
   EXPECT_NE(lower(p.err()).find("self"), std::string::npos) << p.err();
+}
+
+TEST(Commcat, TlsConnectTimeoutBoundsAServerThatNeverAnswers) {
+  // Accepts TCP, then stays silent: the handshake can only end by the timeout.
+  process peer(python(R"(
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); sys.stdin.read()
+)"));
+  const auto port = port_of(peer);
+  ASSERT_FALSE(port.empty()) << peer.err();
+  const auto start = std::chrono::steady_clock::now();
+  process p(cat({"connect", "127.0.0.1", port, "--tls", "--timeout", "0.5"}));
+  EXPECT_EQ(p.wait(10s), 1) << p.err();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 450ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_EQ(p.err().rfind("commcat: ", 0), 0u) << p.err();
+  EXPECT_EQ(count_lines(p.err()), 1u) << p.err();
+  EXPECT_NE(lower(p.err()).find("timed out"), std::string::npos) << p.err();
 }
 
 TEST(Commcat, TlsTruncationWritesEverythingReceivedThenFails) {
