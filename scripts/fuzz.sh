@@ -4,7 +4,8 @@
 # it is copied to tests/fuzz/regressions/<target>/ so it becomes a regression test.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # Environment: COMM_FUZZ_BUILD_DIR (default build-fuzz), COMM_JOBS (default 1), COMM_FUZZ_FLAGS
-# (extra libFuzzer flags, e.g. "-jobs=2 -workers=2"). The grown corpus stays in the build folder
+# (extra libFuzzer flags, e.g. "-jobs=2 -workers=2"; "-fork=1 -ignore_crashes=1" goes on after a
+# crash for the whole time: every crash is still kept and still fails the run). The grown corpus stays in the build folder
 # (corpus/<target>), so a later run goes on from it. See tests/fuzz/README.md for long runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,6 +29,7 @@ ninja -C "$build" -j "$jobs" fuzz_tls_seeds $(printf 'fuzz_%s ' "${targets[@]}")
 
 # Seeds that hold keys or fresh certificates are generated, never kept in the repository.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$src/tests/fuzz/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 "$build/tests/fuzz/fuzz_tls_seeds" "$build/seeds"
 
@@ -43,10 +45,12 @@ for t in "${targets[@]}"; do
   done
   echo "== fuzz $t for ${seconds}s (corpus: ${dirs[*]}) =="
   log="$build/fuzz-$t.log"
+  rm -f "$artifacts"/*
   start=$(date +%s)
   # shellcheck disable=SC2086
   if "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2560 -max_len=8192 \
-       -print_final_stats=1 -artifact_prefix="$artifacts/" ${COMM_FUZZ_FLAGS:-} "${dirs[@]}" >"$log" 2>&1; then
+       -print_final_stats=1 -artifact_prefix="$artifacts/" ${COMM_FUZZ_FLAGS:-} "${dirs[@]}" >"$log" 2>&1 &&
+     [ -z "$(ls -A "$artifacts")" ]; then
     status=ok
   else
     status=FAILED

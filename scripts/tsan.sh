@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# ThreadSanitizer build (build-tsan) running the threaded tests: start_up_server, several
+# wait-state collections, apply_in_wait_state_collection_process from other threads, TLS contexts
+# shared across threads, the hostile-load soak. Any data race or lock-order report fails the run.
+#   scripts/tsan.sh [CTEST_REGEX]
+# Environment: COMM_TSAN_BUILD_DIR (default build-tsan), COMM_JOBS (default 1).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+build=${COMM_TSAN_BUILD_DIR:-build-tsan}
+jobs=${COMM_JOBS:-1}
+# The threaded tests, by suite: servers, loops, posting from other threads, shared contexts, soak.
+filter=${1:-'^(Server|WaitStateCollection|TlsStream\.TlsServer|Threads|Soak)\.|^[A-Za-z]+/(Threads|Soak)\.'}
+
+# Flags through the script, no CMake option: the whole tree (library and tests) is instrumented.
+tsan="-fsanitize=thread -fno-omit-frame-pointer -g -O1"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOMM_BUILD_BENCH=OFF \
+  -DCOMM_BUILD_EXAMPLES=OFF -DCOMM_BUILD_TOOLS=OFF \
+  -DCMAKE_CXX_FLAGS="$tsan" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
+ninja -C "$build" -j "$jobs" test_stream test_async test_reliability test_tls
+
+# halt_on_error: the first report fails the test that caused it; second_deadlock_stack for lock order.
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4}
+ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 600 -R "$filter"

@@ -1,0 +1,389 @@
+// Bounded hostile-load soak against a TLS start_up_server, a plain start_up_server and a TLS async
+// acceptor, all on 127.0.0.1: well-behaved clients (plain and TLS, sha256-checked echoes) run while
+// hostile ones send garbage instead of a ClientHello, dribble a ClientHello byte by byte, stall
+// after it, reset mid-handshake and mid-record, send oversized records, and connect-and-close by
+// the thousand. Pass: every good byte echoed, every hostile connection ended by the server within
+// its bound, descriptors and threads back to their start values, RSS back within a bound.
+// COMM_SOAK_SECONDS=N repeats the rounds for about N seconds (default: one round, well under 60 s).
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/async.hpp"
+#include "comm/stream.hpp"
+#include "comm/tls.hpp"
+#include "tls/engine.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+int count_dir(const char* path) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
+  return n;
+}
+long rss_kib() {
+  std::ifstream f("/proc/self/statm");
+  long pages = 0, resident = 0;
+  f >> pages >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+std::string sha256(const std::string& s) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_Digest(s.data(), s.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out;
+  static const char hex[] = "0123456789abcdef";
+  for (unsigned i = 0; i < len; ++i) out += hex[md[i] >> 4], out += hex[md[i] & 15];
+  return out;
+}
+
+std::string random_bytes(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+const comm::demo_credentials& creds() {
+  static const comm::demo_credentials c = comm::make_demo_credentials("127.0.0.1");
+  return c;
+}
+
+comm::ssl_abstract_context server_ctx() {
+  comm::ssl_context_options o;
+  o.cert_pem = creds().cert_pem;
+  o.key_pem = creds().key_pem;
+  return comm::create_ssl_server_context(std::move(o));
+}
+comm::ssl_abstract_context client_ctx() {
+  comm::ssl_context_options o;
+  o.trusted_pem = creds().ca_cert_pem;
+  o.use_system_trusted = false;
+  return comm::create_ssl_client_context(std::move(o));
+}
+
+// A real ClientHello: the first flight of a client engine, captured from memory.
+std::string client_hello() {
+  struct capture final : comm::detail::transport {
+    std::string out;
+    comm::detail::io_result read(void*, std::size_t) override { return {0, EAGAIN}; }
+    comm::detail::io_result write(const void* d, std::size_t n) override {
+      out.append(static_cast<const char*>(d), n);
+      return {n, 0};
+    }
+  } t;
+  comm::detail::engine_params p;
+  p.side = comm::ssl_side::client;
+  p.sni = p.host_name = "localhost";
+  auto e = comm::detail::make_engine(comm::ssl_ctx_spec(client_ctx()), p, t);
+  e->handshake();
+  return t.out;
+}
+
+comm::socket_handle raw_connect(std::uint16_t port) {
+  comm::connect_options o;
+  o.timeout = 5s;
+  return comm::connect_to_tcp_server("127.0.0.1", std::to_string(port), o);
+}
+
+// Reads and drops until the server ends the connection (EOF or reset). False if it is still open
+// after `bound`.
+bool server_ends_within(int fd, std::chrono::milliseconds bound) {
+  auto deadline = clock_type::now() + bound;
+  char buf[4096];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return true;
+  }
+}
+
+void reset_close(comm::socket_handle& s) {
+  linger l{1, 0};
+  ::setsockopt(s.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  s.reset();
+}
+
+void send_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) return;  // the server may already have closed: that is its right
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+struct tally {
+  std::atomic<int> good_ok{0}, good_failed{0}, hostile_ended{0}, hostile_hung{0};
+  std::atomic<long long> good_bytes{0};
+  std::atomic<int> connect_close{0};
+  std::mutex m;
+  std::vector<std::string> failures;
+  void fail(const std::string& s) {
+    std::lock_guard<std::mutex> l(m);
+    ++good_failed;
+    if (failures.size() < 20) failures.push_back(s);
+  }
+};
+
+// A well-behaved client: 4 rounds of 16 KiB (random, seeded) written and read back, sha256 compared.
+void good_client(std::uint16_t port, bool tls, std::uint64_t seed, tally& t) {
+  try {
+    comm::open_tcp_stream_options o;
+    o.timeout = 10s;
+    o.read_timeout = 20s;
+    o.write_timeout = 20s;
+    if (tls) {
+      o.ssl_ctx = client_ctx();
+      o.handshake_timeout = 20s;
+    }
+    auto s = comm::open_tcp_stream("127.0.0.1", std::to_string(port), std::move(o));
+    std::string sent, got;
+    for (int round = 0; round < 4; ++round) {
+      std::string chunk = random_bytes(16384, seed * 10 + static_cast<std::uint64_t>(round));
+      s.write_all(chunk);
+      s.flush();
+      sent += chunk;
+      std::string back(chunk.size(), '\0');
+      s.read_exact(back.data(), back.size());
+      got += back;
+    }
+    if (sha256(got) != sha256(sent)) {
+      t.fail("echo mismatch");
+      return;
+    }
+    t.good_bytes += static_cast<long long>(got.size());
+    ++t.good_ok;
+  } catch (const std::exception& e) {
+    t.fail(std::string(tls ? "TLS" : "plain") + " client: " + e.what());
+  }
+}
+
+enum class hostile { garbage, slowloris, stall_after_hello, reset_in_handshake, reset_mid_record, oversized_record };
+
+void hostile_client(std::uint16_t port, hostile kind, const std::string& hello, std::uint64_t seed, tally& t,
+                    std::chrono::milliseconds handshake_timeout) {
+  const auto bound = handshake_timeout + 5s;
+  try {
+    auto s = raw_connect(port);
+    switch (kind) {
+      case hostile::garbage:
+        send_all(s.get(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + random_bytes(2000, seed));
+        break;
+      case hostile::slowloris: {
+        // The ClientHello one byte at a time, 2 ms apart (pacing, not synchronisation).
+        for (char c : hello) {
+          if (::send(s.get(), &c, 1, MSG_NOSIGNAL) != 1) break;
+          std::this_thread::sleep_for(2ms);
+        }
+        break;
+      }
+      case hostile::stall_after_hello:
+        send_all(s.get(), hello);
+        break;  // and say nothing more: the handshake timeout must end it
+      case hostile::reset_in_handshake: {
+        send_all(s.get(), hello);
+        char b[64];
+        pollfd p{s.get(), POLLIN, 0};
+        if (::poll(&p, 1, 5000) > 0) (void)::recv(s.get(), b, sizeof b, 0);
+        reset_close(s);
+        ++t.hostile_ended;
+        return;
+      }
+      case hostile::reset_mid_record: {
+        // A finished TLS handshake, then half an application-data record and a reset.
+        comm::open_tcp_stream_options o;
+        o.timeout = 10s;
+        o.ssl_ctx = client_ctx();
+        o.handshake_timeout = 20s;
+        auto st = comm::open_tcp_stream("127.0.0.1", std::to_string(port), std::move(o));
+        std::string partial = std::string("\x17\x03\x03\x40\x00", 5) + random_bytes(700, seed);
+        send_all(st.native_handle(), partial);
+        comm::socket_handle raw = comm::replace_socket_stream_socket(st, comm::socket_handle());
+        reset_close(raw);
+        ++t.hostile_ended;
+        return;
+      }
+      case hostile::oversized_record:
+        send_all(s.get(), std::string("\x16\x03\x01\xff\xff", 5) + random_bytes(3000, seed));
+        break;
+    }
+    if (server_ends_within(s.get(), bound))
+      ++t.hostile_ended;
+    else
+      ++t.hostile_hung;
+  } catch (const std::exception& e) {
+    ++t.hostile_ended;  // refused or reset by the server: it ended the connection
+  }
+}
+
+void connect_and_close(std::uint16_t port, int n, tally& t) {
+  for (int i = 0; i < n; ++i) {
+    try {
+      auto s = raw_connect(port);
+      if (i % 2) reset_close(s);
+      ++t.connect_close;
+    } catch (const std::exception&) {
+      ++t.connect_close;  // a full backlog may refuse: still a connect attempt that ended
+    }
+  }
+}
+
+// An async TLS echo acceptor on its own loop.
+struct async_echo {
+  std::shared_ptr<comm::wait_state_collection> loop;
+  std::shared_ptr<comm::accepting_handle> acceptor;
+  std::atomic<int> ssl_errors{0};
+  std::uint16_t port = 0;
+
+  explicit async_echo(std::chrono::milliseconds handshake_timeout) {
+    loop = comm::create_and_run_wait_state_collection("soak");
+    std::promise<std::uint16_t> ready;
+    comm::apply_in_wait_state_collection_process(*loop, [&] {
+      comm::accept_options o;
+      o.address = "127.0.0.1";
+      o.queue_output = true;
+      o.ssl_ctx = server_ctx();
+      o.handshake_timeout = handshake_timeout;
+      o.read_timeout = 30s;
+      o.ssl_error_callback = [this](std::exception_ptr, std::optional<comm::endpoint>) { ++ssl_errors; };
+      acceptor = comm::accept_tcp_connections_creating_async_io_states(
+          *loop, "0",
+          [](comm::accepting_handle&, comm::async_io_state& st) {
+            comm::read_with_checking_options ro;
+            ro.error_callback = [](comm::async_io_state& s, std::span<const std::byte>) { comm::close_async_io_state(s); };
+            comm::async_io_state_read_with_checking(
+                st,
+                [](comm::async_io_state& s, std::span<const std::byte> d) {
+                  comm::async_io_state_write_buffer(s, std::string(reinterpret_cast<const char*>(d.data()), d.size()),
+                                                    [](comm::async_io_state&, std::size_t) {});
+                  comm::async_io_state_discard(s, d.size());
+                },
+                std::move(ro));
+          },
+          std::move(o));
+      ready.set_value(acceptor->local_port());
+    });
+    port = ready.get_future().get();
+  }
+  ~async_echo() {
+    comm::apply_in_wait_state_collection_process(*loop, [this] {
+      comm::close_accepting_handle(*acceptor);
+      comm::close_wait_state_collection(*loop);
+    });
+    comm::wait_state_collection_stop_loop(*loop);
+    acceptor.reset();
+    loop.reset();
+  }
+};
+
+void echo_handler(comm::socket_stream& s) {
+  char buf[16384];
+  for (;;) {
+    std::size_t n = s.read_some(buf, sizeof buf);
+    if (n == 0) return;
+    s.write_all(buf, n);
+    s.flush();
+  }
+}
+
+int soak_seconds() {
+  const char* v = std::getenv("COMM_SOAK_SECONDS");
+  return v ? std::atoi(v) : 0;
+}
+
+TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
+  const std::string hello = client_hello();
+  ASSERT_GT(hello.size(), 100u);
+  const auto handshake_timeout = 1500ms;  // short so stalled clients are cut within the test
+
+  // Warm up what lives for the whole process (OpenSSL/GnuTLS globals, resolver) before counting.
+  { tally warm; good_client(0, false, 0, warm); }
+  const int fds0 = count_dir("/proc/self/fd");
+  const int threads0 = count_dir("/proc/self/task");
+  const long rss0 = rss_kib();
+
+  tally t;
+  std::atomic<int> handler_errors{0}, tls_errors{0};
+  auto start = clock_type::now();
+  const int extra_seconds = soak_seconds();
+  int rounds = 0;
+  {
+    comm::server_options so;
+    so.address = "127.0.0.1";
+    so.ssl_ctx = server_ctx();
+    so.handshake_timeout = handshake_timeout;
+    so.stream.read_timeout = 30s;
+    so.stream.write_timeout = 30s;
+    so.tls_error_callback = [&](const std::exception&) { ++tls_errors; };
+    so.handler_error_callback = [&](std::exception_ptr) { ++handler_errors; };
+    comm::server tls_server = comm::start_up_server(echo_handler, so);
+    comm::server_options po;
+    po.address = "127.0.0.1";
+    po.stream.read_timeout = 30s;
+    po.handler_error_callback = [&](std::exception_ptr) { ++handler_errors; };
+    comm::server plain_server = comm::start_up_server(echo_handler, po);
+    async_echo async(handshake_timeout);
+
+    do {
+      std::vector<std::thread> threads;
+      std::uint64_t seed = static_cast<std::uint64_t>(rounds) * 1000;
+      for (std::uint16_t port : {tls_server.local_port(), async.port}) {
+        for (int kind = 0; kind <= static_cast<int>(hostile::oversized_record); ++kind)
+          for (int i = 0; i < 2; ++i)
+            threads.emplace_back(hostile_client, port, static_cast<hostile>(kind), std::cref(hello), ++seed,
+                                 std::ref(t), handshake_timeout);
+        threads.emplace_back(connect_and_close, port, 1000, std::ref(t));
+        for (int i = 0; i < 12; ++i) threads.emplace_back(good_client, port, true, ++seed, std::ref(t));
+      }
+      for (int i = 0; i < 12; ++i) threads.emplace_back(good_client, plain_server.local_port(), false, ++seed, std::ref(t));
+      for (auto& th : threads) th.join();
+      ++rounds;
+    } while (clock_type::now() - start < std::chrono::seconds(extra_seconds));
+
+    comm::server_terminate(tls_server);
+    comm::server_terminate(plain_server);
+  }
+  const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
+  const int fds1 = count_dir("/proc/self/fd");
+  const int threads1 = count_dir("/proc/self/task");
+  const long rss1 = rss_kib();
+  std::printf("soak: %d rounds in %.1f s; good clients %d ok (%lld bytes echoed), %d failed; hostile %d ended by "
+              "the server, %d hung; %d connect-and-close; TLS handshake errors reported %d, handler errors %d; "
+              "fds %d -> %d, threads %d -> %d, RSS %ld -> %ld KiB\n",
+              rounds, secs, t.good_ok.load(), t.good_bytes.load(), t.good_failed.load(), t.hostile_ended.load(),
+              t.hostile_hung.load(), t.connect_close.load(), tls_errors.load(), handler_errors.load(), fds0, fds1,
+              threads0, threads1, rss0, rss1);
+  for (const auto& f : t.failures) ADD_FAILURE() << f;
+  EXPECT_EQ(t.good_failed.load(), 0);
+  EXPECT_EQ(t.good_ok.load(), rounds * 36);
+  EXPECT_EQ(t.good_bytes.load(), static_cast<long long>(rounds) * 36 * 65536);
+  EXPECT_EQ(t.hostile_hung.load(), 0) << "a hostile connection outlived the handshake timeout + 5 s";
+  EXPECT_EQ(t.hostile_ended.load(), rounds * 24);
+  EXPECT_EQ(t.connect_close.load(), rounds * 2000);
+  EXPECT_EQ(fds1, fds0) << "descriptors leaked";
+  EXPECT_EQ(threads1, threads0) << "threads leaked";
+  EXPECT_LT(rss1 - rss0, 64 * 1024) << "RSS grew by more than 64 MiB";
+}
+
+}  // namespace
