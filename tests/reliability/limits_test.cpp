@@ -51,7 +51,7 @@ TEST(Limits, DISABLED_ReadLineRefusesAFinalLineOneByteOverTheBound) {
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   comm::stream_options o;
   o.max_line_length = 4;
-  comm::socket_stream s(comm::socket_handle(sv[0]), o);
+  comm::socket_stream s{comm::socket_handle(sv[0]), o};
   comm::socket_handle peer(sv[1]);
   ASSERT_EQ(::send(peer.get(), "abcde", 5, MSG_NOSIGNAL), 5);
   ::shutdown(peer.get(), SHUT_WR);
@@ -68,7 +68,7 @@ TEST(Limits, ReadLineRefusesALineOverTheBoundBeforeItsNewline) {
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   comm::stream_options o;
   o.max_line_length = 4;
-  comm::socket_stream s(comm::socket_handle(sv[0]), o);
+  comm::socket_stream s{comm::socket_handle(sv[0]), o};
   comm::socket_handle peer(sv[1]);
   ASSERT_EQ(::send(peer.get(), "abcd\r\nabcde\n", 12, MSG_NOSIGNAL), 12);
   EXPECT_EQ(s.read_line(), std::optional<std::string>("abcd"));
