@@ -84,9 +84,9 @@ void loop_processing_wait_state_collection(wait_state_collection& collection);
 // a reference to the collection until then.
 std::shared_ptr<wait_state_collection> create_and_run_wait_state_collection(std::string name,
                                                                            collection_error_handler handler = {});
-// Makes the running loop return promptly (an eventfd wake-up); callable from any thread.
-// For a create_and_run collection called from another thread, it also waits until the loop
-// thread has closed the collection and ended.
+// Makes the running loop return promptly (an eventfd wake-up); callable from any thread, and for
+// a hand-driven collection from a signal handler. For a create_and_run collection called from
+// another thread, it also waits until the loop thread has closed the collection and ended.
 void wait_state_collection_stop_loop(wait_state_collection& collection);
 // Runs function in the loop thread (thread-safe; functions run in the order posted).
 void apply_in_wait_state_collection_process(wait_state_collection& collection, std::function<void()> function);
@@ -150,7 +150,7 @@ class async_io_state : public ssl_connection, public std::enable_shared_from_thi
   // Bytes queued for writing and not yet written.
   std::size_t queued_output() const noexcept;
   std::optional<endpoint> address() const;       // local
-  std::optional<endpoint> peer_address() const;
+  std::optional<endpoint> peer_address() const;  // as read when the state was made
 
   // Coroutine forms (see the end of this header): co_await state.read_some(buf) returns the count
   // read (0 = end of stream) or throws; co_await state.write(data) writes it all or throws.
@@ -498,24 +498,32 @@ inline auto read_some(async_io_state& state, std::span<std::byte> buffer) { retu
 inline auto write(async_io_state& state, std::span<const std::byte> data) { return state.write(data); }
 
 // co_await connect(collection, host, service, options): the connected state, or throws the error.
+// The awaitable keeps its state on the heap: GCC 12 may move awaitables bitwise inside a
+// coroutine frame, which is only safe for members like these.
 class connect_awaitable {
  public:
-  connect_awaitable(wait_state_collection& c, std::string host, std::string service, async_connect_options o)
-      : collection_(c), host_(std::move(host)), service_(std::move(service)), options_(std::move(o)) {}
+  struct state {
+    wait_state_collection* collection;
+    std::string host, service;
+    async_connect_options options;
+    std::shared_ptr<async_io_state> result;
+    std::exception_ptr error;
+  };
+  explicit connect_awaitable(std::unique_ptr<state> s) noexcept : s_(std::move(s)) {}
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h);
   std::shared_ptr<async_io_state> await_resume();
 
  private:
-  wait_state_collection& collection_;
-  std::string host_, service_;
-  async_connect_options options_;
-  std::shared_ptr<async_io_state> state_;
-  std::exception_ptr error_;
+  std::unique_ptr<state> s_;
 };
 inline connect_awaitable connect(wait_state_collection& collection, std::string host, std::string service,
-                                 async_connect_options options = {}) {
-  return {collection, std::move(host), std::move(service), std::move(options)};
+                                 async_connect_options options) {
+  return connect_awaitable(std::unique_ptr<connect_awaitable::state>(new connect_awaitable::state{
+      &collection, std::move(host), std::move(service), std::move(options), nullptr, nullptr}));
+}
+inline connect_awaitable connect(wait_state_collection& collection, std::string host, std::string service) {
+  return connect(collection, std::move(host), std::move(service), async_connect_options{});
 }
 
 }  // namespace comm

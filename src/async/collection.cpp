@@ -278,6 +278,7 @@ void collection_impl::close_all() noexcept {
 
 void collection_impl::start_thread(std::shared_ptr<collection_impl> self) {
   thread_alive.store(true);
+  has_thread_.store(true, std::memory_order_release);
   // Claimed before the thread starts, so that calls made right after create_and_run from other
   // threads are already recognised as foreign.
   running__.store(true);
@@ -300,7 +301,9 @@ void collection_impl::start_thread(std::shared_ptr<collection_impl> self) {
 
 void collection_impl::stop_and_join() noexcept {
   stop();
-  if (in_loop_thread_()) return;
+  // Hand-driven collections end here: this part is async-signal-safe (an atomic store and an
+  // eventfd write), so a signal handler may stop a loop.
+  if (!has_thread_.load(std::memory_order_acquire) || in_loop_thread_()) return;
   std::lock_guard lock(thread_mutex_);
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }

@@ -117,6 +117,7 @@ class collection_impl final : public wait_state_collection {
   std::vector<std::byte> scratch_;
   std::thread thread_;
   std::mutex thread_mutex_;
+  std::atomic<bool> has_thread_{false};
 };
 
 inline collection_impl& impl_of(wait_state_collection& c) noexcept { return static_cast<collection_impl&>(c); }

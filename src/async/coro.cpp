@@ -39,19 +39,20 @@ void async_io_state::write_awaitable::await_resume() {
 }
 
 void connect_awaitable::await_suspend(std::coroutine_handle<> h) {
+  state* st = s_.get();
   create_async_io_state_and_connected_tcp_socket(
-      collection_, host_, service_,
-      [this, h](async_io_state* s, std::exception_ptr err) {
-        if (s) state_ = s->shared_from_this();
-        error_ = std::move(err);
+      *st->collection, st->host, st->service,
+      [st, h](async_io_state* s, std::exception_ptr err) {
+        if (s) st->result = s->shared_from_this();
+        st->error = std::move(err);
         h.resume();
       },
-      std::move(options_));
+      std::move(st->options));
 }
 
 std::shared_ptr<async_io_state> connect_awaitable::await_resume() {
-  if (error_) std::rethrow_exception(error_);
-  return std::move(state_);
+  if (s_->error) std::rethrow_exception(s_->error);
+  return std::move(s_->result);
 }
 
 }  // namespace comm

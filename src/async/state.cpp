@@ -43,6 +43,7 @@ std::shared_ptr<state_impl> state_impl::create(collection_impl& c, socket_handle
                                   " non-blocking");
   }
   auto state = std::make_shared<state_impl>(c, std::move(s), std::move(o));
+  state->peer_ = get_socket_peer_address(fd);
   c.add(state, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
   return state;
 }
@@ -55,7 +56,7 @@ collection_impl& state_impl::coll(const char* operation) {
 }
 
 std::string state_impl::peer_text() const {
-  if (auto p = get_socket_peer_address(sock_.get())) return p->to_string();
+  if (peer_) return peer_->to_string();
   if (!name_.empty()) return name_;
   return "descriptor " + std::to_string(sock_.get());
 }
@@ -263,7 +264,7 @@ std::size_t async_io_state::queued_output() const noexcept {
   return n;
 }
 std::optional<endpoint> async_io_state::address() const { return get_socket_address(native_handle()); }
-std::optional<endpoint> async_io_state::peer_address() const { return get_socket_peer_address(native_handle()); }
+std::optional<endpoint> async_io_state::peer_address() const { return impl_of(*this).peer_; }
 
 std::string_view to_string(io_status s) noexcept {
   switch (s) {

@@ -141,6 +141,7 @@ class state_impl final : public async_io_state, public loop_member {
   collection_impl* coll_ = nullptr;
   socket_handle sock_;
   std::string name_;
+  std::optional<endpoint> peer_;  // read once at creation: error messages still name it after a reset
   std::any user_info_;
   std::optional<milliseconds> read_timeout_, write_timeout_;
   std::size_t max_read_, max_buffer_, max_queued_;
