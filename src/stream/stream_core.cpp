@@ -230,17 +230,17 @@ void stream_core::write(const char* data, std::size_t size) {
   if (output_shut) throw socket_io_error(std::make_error_code(std::errc::broken_pipe),
                                          "write to " + peer_text_ + ": output was shut down", owner_);
   if (size == 0) return;  // data may be null
+  if (size >= out_.size()) {
+    // Large writes bypass the buffer once it is flushed: no copy.
+    flush_output();
+    write_all_raw(data, size);
+    return;
+  }
   std::size_t room = static_cast<std::size_t>(epptr() - pptr());
   if (size <= room) {
     std::memcpy(pptr(), data, size);
     pbump(static_cast<int>(size));
     if (size == room) flush_output();
-    return;
-  }
-  if (size >= out_.size()) {
-    // Large writes bypass the buffer once it is flushed.
-    flush_output();
-    write_all_raw(data, size);
     return;
   }
   std::memcpy(pptr(), data, room);
