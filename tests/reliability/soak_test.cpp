@@ -4,8 +4,10 @@
 // after it, reset mid-handshake and mid-record, send oversized records, and connect-and-close by
 // the thousand. Pass: every good byte echoed, every hostile connection ended by the server within
 // its bound, descriptors and threads back to their start values, RSS back within a bound.
-// COMM_SOAK_SECONDS=N repeats the rounds for about N seconds (default: one round, well under 60 s).
+// COMM_SOAK_SECONDS=N repeats the rounds for about N seconds (default: two rounds, well under 60 s;
+// the RSS baseline is taken after the first, and checked after the servers stopped).
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -321,7 +323,7 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   { tally warm; good_client(0, false, 0, warm); }
   const int fds0 = count_dir("/proc/self/fd");
   const int threads0 = count_dir("/proc/self/task");
-  const long rss0 = rss_kib();
+  long rss0 = 0;  // taken after the first round, once allocator pools and caches have grown
 
   tally t;
   std::atomic<int> handler_errors{0}, tls_errors{0};
@@ -358,8 +360,11 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
       }
       for (int i = 0; i < 12; ++i) threads.emplace_back(good_client, plain_server.local_port(), false, ++seed, std::ref(t));
       for (auto& th : threads) th.join();
-      ++rounds;
-    } while (clock_type::now() - start < std::chrono::seconds(extra_seconds));
+      if (++rounds == 1) {
+        malloc_trim(0);
+        rss0 = rss_kib();
+      }
+    } while (rounds < 2 || clock_type::now() - start < std::chrono::seconds(extra_seconds));
 
     comm::server_terminate(tls_server);
     comm::server_terminate(plain_server);
@@ -367,6 +372,7 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
   const int fds1 = count_dir("/proc/self/fd");
   const int threads1 = count_dir("/proc/self/task");
+  malloc_trim(0);
   const long rss1 = rss_kib();
   std::printf("soak: %d rounds in %.1f s; good clients %d ok (%lld bytes echoed), %d failed; hostile %d ended by "
               "the server, %d hung; %d connect-and-close; TLS handshake errors reported %d, handler errors %d; "
@@ -383,7 +389,17 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   EXPECT_EQ(t.connect_close.load(), rounds * 2000);
   EXPECT_EQ(fds1, fds0) << "descriptors leaked";
   EXPECT_EQ(threads1, threads0) << "threads leaked";
-  EXPECT_LT(rss1 - rss0, 64 * 1024) << "RSS grew by more than 64 MiB";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  std::printf("soak: RSS bound not checked under a sanitizer (freed memory stays in quarantine)\n");
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  std::printf("soak: RSS bound not checked under a sanitizer (freed memory stays in quarantine)\n");
+#else
+  EXPECT_LT(rss1 - rss0, 32 * 1024) << "RSS grew by more than 32 MiB after the first round";
+#endif
+#else
+  EXPECT_LT(rss1 - rss0, 32 * 1024) << "RSS grew by more than 32 MiB after the first round";
+#endif
 }
 
 }  // namespace
