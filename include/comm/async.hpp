@@ -236,7 +236,8 @@ socket_handle async_io_state_release_socket(async_io_state& state);
 // shutdown(2) of a direction (with TLS and output, a close_notify is sent first, best effort).
 // With no operation pending in that direction it runs now and returns the result (empty error
 // code = success). Otherwise, with abort the pending operations are dropped and it runs now; without
-// it waits for them to finish, returns nullopt and reports through callback(state, result).
+// it waits for them to finish and returns nullopt. callback(state, result), when given, runs from
+// the loop in both cases.
 using shutdown_callback = std::function<void(async_io_state&, std::error_code)>;
 std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, direction dir, bool abort = false,
                                                        shutdown_callback callback = {});
@@ -335,7 +336,7 @@ using ssl_callback = std::function<void(async_io_state&, std::exception_ptr)>;
 // adopted native handle is freed). Timeout: ssl_handshake_timeout and read_status timeout; clean
 // close by the peer: ssl_closed and read_status eof.
 void async_io_state_attach_ssl(async_io_state& state, attach_ssl_options options, ssl_callback callback);
-// Runs (or finishes) the handshake of an attached connection.
+// Runs (or finishes) the handshake of an attached connection; on failure TLS is removed.
 void async_io_state_handshake(async_io_state& state, ssl_callback callback,
                               std::optional<milliseconds> timeout = std::nullopt);
 // Sends close_notify, waits for the peer's (bounded by the read timeout, else 10 s), then removes

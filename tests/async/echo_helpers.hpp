@@ -104,7 +104,7 @@ inline echo_result run_echo_clients(std::uint16_t port, int n, std::size_t size,
       comm::async_connect_options o;
       o.connect_timeout = std::chrono::seconds(20);
       o.ssl_ctx = ssl_ctx;
-      o.handshake_timeout = std::chrono::seconds(30);
+      o.handshake_timeout = std::chrono::seconds(60);
       client* c = &cl;
       comm::create_async_io_state_and_connected_tcp_socket(
           *lt, "127.0.0.1", std::to_string(port),
