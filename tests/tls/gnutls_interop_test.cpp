@@ -173,6 +173,84 @@ TEST(GnuTLSInterop, ServerAgainstOpensslSClient) {
   cli.wait_exit();
 }
 
+TEST(GnuTLSInterop, PeerCertificateDataIsTheSameFromBothImplementations) {
+  openssl_server server(s_server_args(pki().good));
+  std::vector<std::vector<comm::certificate_data>> seen;
+  std::vector<comm::verify_result> verdicts;
+  for (auto impl : {ssl_implementation::openssl, ssl_implementation::gnutls}) {
+    engine_connection c(connect_loopback(server.port), trusting_client(impl), client_params());
+    c.handshake();
+    seen.push_back(comm::ssl_connection_get_peer_certificates_data(c));
+    verdicts.push_back(comm::ssl_connection_verify(c));
+  }
+  ASSERT_EQ(seen[0].size(), 2u);
+  ASSERT_EQ(seen[1].size(), seen[0].size());
+  for (std::size_t i = 0; i < seen[0].size(); ++i) {
+    const auto &o = seen[0][i], &g = seen[1][i];
+    EXPECT_EQ(g.subject, o.subject);
+    EXPECT_EQ(g.subject_common_name, o.subject_common_name);
+    EXPECT_EQ(g.issuer, o.issuer);
+    EXPECT_EQ(g.issuer_common_name, o.issuer_common_name);
+    EXPECT_EQ(g.serial_number, o.serial_number);
+    EXPECT_EQ(g.not_before, o.not_before);
+    EXPECT_EQ(g.not_after, o.not_after);
+    EXPECT_EQ(g.dns_names, o.dns_names);
+    EXPECT_EQ(g.ip_addresses, o.ip_addresses);
+    EXPECT_EQ(g.pem, o.pem);
+  }
+  EXPECT_EQ(verdicts[0].ok, verdicts[1].ok);
+  EXPECT_EQ(verdicts[0].reason, verdicts[1].reason);
+  EXPECT_EQ(verdicts[0].message, verdicts[1].message);
+}
+
+// A self-signed certificate whose serial starts with a zero nibble (0x0ABC), made with GnuTLS.
+std::pair<std::string, std::string> small_serial_certificate() {
+  gnutls_x509_privkey_t key = nullptr;
+  gnutls_x509_crt_t crt = nullptr;
+  gnutls_x509_privkey_init(&key);
+  gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0);
+  gnutls_x509_crt_init(&crt);
+  gnutls_x509_crt_set_version(crt, 3);
+  const unsigned char serial[] = {0x0A, 0xBC};
+  gnutls_x509_crt_set_serial(crt, serial, sizeof serial);
+  gnutls_x509_crt_set_dn(crt, "CN=localhost", nullptr);
+  gnutls_x509_crt_set_activation_time(crt, time(nullptr) - 3600);
+  gnutls_x509_crt_set_expiration_time(crt, time(nullptr) + 3600);
+  gnutls_x509_crt_set_key(crt, key);
+  gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0);
+  gnutls_datum_t c{}, k{};
+  gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &c);
+  gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &k);
+  std::pair<std::string, std::string> out{std::string(reinterpret_cast<char*>(c.data), c.size),
+                                          std::string(reinterpret_cast<char*>(k.data), k.size)};
+  gnutls_free(c.data);
+  gnutls_free(k.data);
+  gnutls_x509_crt_deinit(crt);
+  gnutls_x509_privkey_deinit(key);
+  return out;
+}
+
+TEST(GnuTLSInterop, SerialNumbersAreWrittenAsOpenSSLWritesThem) {
+  auto [cert, key] = small_serial_certificate();
+  comm::ssl_context_options so;
+  so.implementation = ssl_implementation::gnutls;
+  so.cert_pem = cert;
+  so.key_pem = key;
+  auto server = comm::create_ssl_server_context(so);
+  for (auto impl : {ssl_implementation::openssl, ssl_implementation::gnutls}) {
+    loopback_listener l;
+    auto done = serve_one(l, server, [](engine_connection& s) { s.handshake(); });
+    engine_connection c(connect_loopback(l.port), trusting_client(impl, [](auto& o) {
+                          o.verify = comm::peer_verification::none;
+                        }),
+                        client_params());
+    c.handshake();
+    EXPECT_EQ(comm::ssl_connection_get_peer_certificates_data(c).at(0).serial_number, "0ABC") << comm::to_string(impl);
+    EXPECT_EQ(comm::ssl_connection_verify(c).reason, comm::verify_reason::self_signed) << comm::to_string(impl);
+    done.get();
+  }
+}
+
 // The way user code dispatches on the native reference (Lisp's typecase): the cipher read natively
 // from each implementation's own object equals comm's answer.
 std::string native_cipher(const comm::ssl_ref& ref) {

@@ -52,14 +52,15 @@ certificate_data data_of(gnutls_x509_crt_t crt) {
   unsigned char serial[64];
   size_t serial_size = sizeof serial;
   if (gnutls_x509_crt_get_serial(crt, serial, &serial_size) == 0) {
-    // Like OpenSSL's BN_bn2hex: upper case, no leading zeros ("0" for zero).
+    // Like OpenSSL's BN_bn2hex: upper case, two digits per byte, leading zero bytes dropped ("0" for zero).
     static const char hex[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < serial_size; ++i) {
+    size_t i = 0;
+    while (i < serial_size && serial[i] == 0) ++i;
+    for (; i < serial_size; ++i) {
       d.serial_number += hex[serial[i] >> 4];
       d.serial_number += hex[serial[i] & 15];
     }
-    const size_t first = d.serial_number.find_first_not_of('0');
-    d.serial_number = first == std::string::npos ? "0" : d.serial_number.substr(first);
+    if (d.serial_number.empty()) d.serial_number = "0";
   }
   d.not_before = std::chrono::system_clock::from_time_t(gnutls_x509_crt_get_activation_time(crt));
   d.not_after = std::chrono::system_clock::from_time_t(gnutls_x509_crt_get_expiration_time(crt));
