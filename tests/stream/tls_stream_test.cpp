@@ -255,5 +255,24 @@ TEST_P(TlsStream, ReadTimeoutUnderTlsIsSocketTimeoutAndStreamGoesOn) {
   EXPECT_EQ(client.read_line(), std::nullopt);
 }
 
+TEST_P(TlsStream, OutputShutdownSendsCloseNotifyAndDetachCanSkipWaiting) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  attach_ssl(client, client_side());
+  s.join();
+  client << "then half-close" << std::endl;
+  socket_stream_shutdown(client, direction::output);
+  EXPECT_EQ(server.read_line(), "then half-close");
+  // (GnuTLS refuses to write once it has read the peer's close_notify, so answer before that.)
+  server << "server still talks" << std::endl;
+  EXPECT_EQ(server.read_line(), std::nullopt);  // close_notify, then FIN: a clean end
+  EXPECT_EQ(client.read_line(), "server still talks");
+  // retry_count none: send close_notify and go, whatever the peer does.
+  auto t0 = std::chrono::steady_clock::now();
+  detach_ssl(server, {.retry_count = std::nullopt});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_FALSE(server.is_ssl());
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
