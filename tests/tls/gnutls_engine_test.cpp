@@ -15,6 +15,13 @@ namespace {
 using comm::ssl_implementation;
 constexpr auto gnutls = ssl_implementation::gnutls;
 
+// Sets the process-wide default for one test and puts the previous one back, also on failure.
+struct default_implementation_guard {
+  explicit default_implementation_guard(ssl_implementation impl) { comm::set_ssl_default_implementation(impl); }
+  ~default_implementation_guard() { comm::set_ssl_default_implementation(before); }
+  ssl_implementation before = comm::ssl_default_implementation();
+};
+
 template <class F>
 std::future<void> serve_one(loopback_listener& l, comm::ssl_abstract_context ctx, F serve) {
   return std::async(std::launch::async, [&l, ctx, serve]() mutable {
@@ -326,8 +333,7 @@ TEST(GnuTLSEngine, ReadCertificatesIntoALiveConnection) {
 }
 
 TEST(GnuTLSEngine, DefaultClientContextVerifiesAgainstTheSystemStore) {
-  const auto before = comm::ssl_default_implementation();
-  comm::set_ssl_default_implementation(gnutls);
+  default_implementation_guard guard(gnutls);
   openssl_server server(s_server_args(pki().good));
   try {
     engine_connection c(connect_loopback(server.port), comm::ssl_protocol_keyword::default_, client_params());
@@ -337,7 +343,29 @@ TEST(GnuTLSEngine, DefaultClientContextVerifiesAgainstTheSystemStore) {
   } catch (const comm::ssl_verification_failure& e) {
     EXPECT_EQ(e.reason(), comm::verify_reason::unknown_issuer) << e.what();
   }
-  comm::set_ssl_default_implementation(before);
+}
+
+TEST(GnuTLSEngine, DefaultServerContextTakesItsIdentityFromTheConfigureCallback) {
+  default_implementation_guard guard(gnutls);
+  loopback_listener l;
+  auto done = std::async(std::launch::async, [&] {
+    auto params = server_params();
+    params.ctx_configure = [](comm::ssl_ctx_ref ref) {
+      auto* cred = std::get_if<comm::gnutls_credentials_ref>(&ref);
+      ASSERT_NE(cred, nullptr);
+      ASSERT_EQ(gnutls_certificate_set_x509_key_file(cred->ptr, pki().good.cert_file.c_str(),
+                                                     pki().good.key_file.c_str(), GNUTLS_X509_FMT_PEM),
+                0);
+    };
+    engine_connection s(l.accept_one(), comm::ssl_protocol_keyword::tls_v1_2, params);
+    s.handshake();
+    EXPECT_EQ(comm::ssl_connection_protocol_version(s), comm::ssl_protocol_version::tls_v1_2);
+    s.write_all("default");
+  });
+  engine_connection c(connect_loopback(l.port), trusting_client(ssl_implementation::openssl), client_params());
+  c.handshake();
+  EXPECT_EQ(c.read_exact(7), "default");
+  done.get();
 }
 
 TEST(GnuTLSEngine, Tls12RenegotiationByTheClientIsRefused) {
