@@ -194,3 +194,26 @@ TEST(AsyncEcho, ThousandConcurrentPlainClientsAreEchoedExactly) {
   }
   EXPECT_EQ(count_open_fds(), fds_before);
 }
+
+TEST(AsyncAccept, SeveralLoopsShareOnePortWithReuseport) {
+  loop_thread a("share a"), b("share b");
+  std::atomic<int> on_a{0}, on_b{0};
+  comm::accept_options o;
+  o.address = "127.0.0.1";
+  o.reuseport = true;
+  auto ha = a.call([&] {
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *a, "0", [&](comm::accepting_handle&, comm::async_io_state& s) { ++on_a, start_echo(s); }, o);
+  });
+  std::string port = std::to_string(ha->local_port());
+  auto hb = b.call([&] {
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *b, port, [&](comm::accepting_handle&, comm::async_io_state& s) { ++on_b, start_echo(s); }, o);
+  });
+  EXPECT_EQ(ha->local_port(), hb->local_port());
+  auto result = run_echo_clients(ha->local_port(), 64, 4096, {});
+  EXPECT_EQ(result.ok, 64) << result.first_error;
+  EXPECT_EQ(on_a + on_b, 64);
+  EXPECT_GT(on_a.load(), 0);  // the kernel spreads connections over both listeners
+  EXPECT_GT(on_b.load(), 0);
+}
