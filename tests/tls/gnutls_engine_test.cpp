@@ -91,6 +91,23 @@ TEST(GnuTLSEngine, Tls12SuiteAlpnAndServerPreference) {
   done.get();
 }
 
+TEST(GnuTLSEngine, IpLiteralsMatchIpSansOnlyAndSendNoSni) {
+  openssl_server server(s_server_args(pki().good));
+  for (const char* ip : {"127.0.0.1", "::1"}) {
+    engine_connection c(connect_loopback(server.port), trusting_client(gnutls), client_params(ip));
+    c.handshake();
+    EXPECT_TRUE(comm::ssl_connection_verify(c).ok) << ip;
+    EXPECT_EQ(comm::ssl_connection_server_name(c), "") << ip;
+  }
+  engine_connection c(connect_loopback(server.port), trusting_client(gnutls), client_params("127.0.0.2"));
+  try {
+    c.handshake();
+    FAIL() << "127.0.0.2 accepted";
+  } catch (const comm::ssl_verification_failure& e) {
+    EXPECT_EQ(e.reason(), comm::verify_reason::host_name_mismatch) << e.what();
+  }
+}
+
 TEST(GnuTLSEngine, OptionsGnuTLSCannotMapAreRejectedNamingThem) {
   auto expect_rejected = [](const options_edit& edit, const std::string& option) {
     try {

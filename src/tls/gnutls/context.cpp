@@ -11,6 +11,8 @@
 //  - groups: X25519, X448, P-256/P-384/P-521 (or prime256v1/secp256r1/...), ffdhe2048..8192.
 //  - openssl_* and apple configure callbacks belong to other implementations and do not run here,
 //    so one portable set of options can carry all of them.
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -52,8 +54,8 @@ std::vector<unsigned char> gnutls_context::find_session(const std::string& key) 
 }
 
 bool is_ip_literal(const std::string& host) noexcept {
-  if (host.find(':') != std::string::npos) return true;  // IPv6
-  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
 namespace {
