@@ -1,5 +1,6 @@
 // How TLS connections fail: garbage, silence, truncation, clean close, bad keys, bad options.
 #include <sys/socket.h>
+#include <netinet/in.h>
 
 #include <thread>
 
@@ -78,6 +79,63 @@ TEST_P(Failures, CloseNotifyIsACleanEnd) {
   EXPECT_TRUE(s.tls_engine_()->close_notify_received());
   s.close();  // answers the close_notify
   EXPECT_EQ(peer.process.wait_for("^DONE$"), "DONE");
+}
+
+TEST_P(Failures, PeerResetMidStreamIsTruncation) {
+  auto listener = comm::tcp_listener::open("0", {.address = "127.0.0.1"});
+  auto server_ctx = server_with(GetParam(), pki().good);
+  std::thread server([&] {
+    auto h = listener.accept(5s);
+    if (!h) return;
+    comm::attach_ssl_options a;
+    a.ssl_ctx = server_ctx;
+    a.handshake_timeout = 5s;
+    try {
+      comm::socket_stream s(std::move(*h), {.read_timeout = 5s}, std::move(a));
+      s.write_all("partial\n");
+      s.flush();
+      (void)s.read_line();  // the client's "ready": it has the data, now reset under it
+      linger l{1, 0};
+      ::setsockopt(s.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+      ::shutdown(s.native_handle(), SHUT_RDWR);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  });
+  auto s = comm::open_tcp_stream("localhost", std::to_string(listener.local_port()), client_options());
+  EXPECT_EQ(s.read_line(), "partial");
+  s.write_all("ready\n");
+  s.flush();
+  server.join();
+  try {
+    char b[16];
+    std::size_t n = s.read_some(b, sizeof b);
+    ADD_FAILURE() << "read returned " << n << " instead of failing";
+  } catch (const comm::ssl_failure& e) {
+    EXPECT_EQ(errc_of(e), comm::ssl_errc::truncated) << e.what();
+  }
+}
+
+TEST_P(Failures, CloseNotifyInsteadOfAHandshakeIsSslClosed) {
+  auto listener = comm::tcp_listener::open("0", {.address = "127.0.0.1"});
+  std::thread server([&] {
+    auto s = listener.accept(5s);
+    if (!s) return;
+    char hello[4096];
+    (void)::recv(s->get(), hello, sizeof hello, 0);
+    const unsigned char close_notify[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};
+    ::send(s->get(), close_notify, sizeof close_notify, MSG_NOSIGNAL);
+    (void)::recv(s->get(), hello, sizeof hello, 0);
+  });
+  try {
+    comm::open_tcp_stream("localhost", std::to_string(listener.local_port()), client_options());
+    ADD_FAILURE() << "handshake succeeded";
+  } catch (const comm::ssl_closed& e) {
+    EXPECT_EQ(e.code().kind, comm::ssl_code_kind::closed) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not ssl_closed: " << e.what();
+  }
+  server.join();
 }
 
 TEST_P(Failures, WrongKeyPasswordIsAClearErrorAtCreation) {
