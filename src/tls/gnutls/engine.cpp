@@ -134,7 +134,9 @@ void gnutls_engine::maybe_store_session() {
 // server cannot ignore it and go on (as OpenSSL does): the connection ends with a fatal
 // no_renegotiation alert instead.
 tls_result gnutls_engine::refuse_renegotiation() {
+  const int before = io_errno_;
   gnutls_alert_send(session(), GNUTLS_AL_FATAL, GNUTLS_A_NO_RENEGOTIATION);  // best effort
+  io_errno_ = before;
   return fail_message("the peer asked to renegotiate; renegotiation is refused");
 }
 
@@ -149,7 +151,10 @@ tls_result gnutls_engine::flush_alert() {
 
 tls_result gnutls_engine::fail(int rc, bool handshaking) {
   error_code_ = rc;
-  if (handshaking && io_errno_ == 0 && !eof_) send_failure_alert(rc);
+  if (handshaking && io_errno_ == 0 && !eof_) {
+    send_failure_alert(rc);
+    io_errno_ = 0;  // a peer already gone when the alert goes out does not change what failed
+  }
   return {tls_status::error, 0};
 }
 
