@@ -18,7 +18,8 @@ tls_result gnutls_engine::handshake() {
       return {tls_status::done, 0};
     }
     if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) return again();
-    if (rc == GNUTLS_E_WARNING_ALERT_RECEIVED && gnutls_alert_get(session()) == GNUTLS_A_CLOSE_NOTIFY) {
+    if (rc == GNUTLS_E_SESSION_EOF ||
+        (rc == GNUTLS_E_WARNING_ALERT_RECEIVED && gnutls_alert_get(session()) == GNUTLS_A_CLOSE_NOTIFY)) {
       closed_ = true;  // an orderly close where a handshake was expected
       return fail(rc, false);
     }
