@@ -74,7 +74,7 @@ void stream_core::reset_peer_text() {
 }
 
 void stream_core::throw_io(int e, const std::string& operation) const {
-  throw socket_io_error(errno_code(e), operation + " " + peer_text_, owner_);
+  throw socket_io_error(errno_code(e), describe_operation(operation, peer_text_), owner_);
 }
 
 void stream_core::wait(short events, const std::optional<clock::time_point>& deadline,
@@ -82,7 +82,7 @@ void stream_core::wait(short events, const std::optional<clock::time_point>& dea
   int ev = poll_one(socket_.get(), events, deadline);
   if (ev == 0)
     throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
-                               std::string(operation) + " " + peer_text_ + ": timed out after " +
+                               describe_operation(operation, peer_text_) + ": timed out after " +
                                    std::to_string(timeout ? timeout->count() : 0) + " ms",
                                owner_);
   if (ev < 0) throw_io(errno, operation);
@@ -122,7 +122,7 @@ std::size_t stream_core::read_raw(char* data, std::size_t size) {
                                         "read from " + peer_text_ + ": input was shut down", owner_);
   if (size == 0) return 0;
   if (engine) {
-    tls_result r = drive_tls([&] { return engine->read(data, size); }, options.read_timeout, "TLS read from");
+    tls_result r = drive_tls([&] { return engine->read(data, size); }, options.read_timeout, "TLS read");
     return r.status == tls_status::closed ? 0 : r.bytes;
   }
   for (;;) {
@@ -141,7 +141,7 @@ std::size_t stream_core::write_raw(const char* data, std::size_t size) {
   if (output_shut) throw socket_io_error(std::make_error_code(std::errc::broken_pipe),
                                          "write to " + peer_text_ + ": output was shut down", owner_);
   if (engine) {
-    tls_result r = drive_tls([&] { return engine->write(data, size); }, options.write_timeout, "TLS write to");
+    tls_result r = drive_tls([&] { return engine->write(data, size); }, options.write_timeout, "TLS write");
     if (r.status == tls_status::closed)
       throw ssl_closed(ssl_errc::closed, "TLS write to " + peer_text_ + ": the peer closed the connection",
                        {ssl_code_kind::closed, 0}, owner_);
@@ -318,16 +318,16 @@ std::streamsize stream_core::showmanyc() {
 
 // ---------------------------------------------------------------------------------------------
 void stream_core::shutdown(direction dir, bool abort) {
-  if (!socket_) throw_io(EBADF, "shutdown of");
+  if (!socket_) throw_io(EBADF, "shutdown on");
   if (abort) {
     discard_buffers();
   } else if (dir != direction::input && !output_shut) {
     flush_output();
     if (engine && !engine->close_notify_sent())
-      drive_tls([&] { return engine->shutdown(); }, options.write_timeout, "TLS close_notify to");
+      drive_tls([&] { return engine->shutdown(); }, options.write_timeout, "TLS close_notify");
   }
   int how = dir == direction::input ? SHUT_RD : dir == direction::output ? SHUT_WR : SHUT_RDWR;
-  if (::shutdown(socket_.get(), how) != 0 && errno != ENOTCONN) throw_io(errno, "shutdown of");
+  if (::shutdown(socket_.get(), how) != 0 && errno != ENOTCONN) throw_io(errno, "shutdown on");
   if (dir != direction::output) input_shut = true;
   if (dir != direction::input) output_shut = true;
 }

@@ -36,12 +36,12 @@ bool run_handshake(socket_stream& stream, stream_core& core, std::optional<milli
       case tls_status::error:
         if (report_false) {
           try {
-            std::rethrow_exception(engine.error("TLS handshake with", core.peer()));
+            std::rethrow_exception(engine.error("TLS handshake", core.peer()));
           } catch (const ssl_closed&) {
             return false;
           }
         }
-        std::rethrow_exception(engine.error("TLS handshake with", core.peer()));
+        std::rethrow_exception(engine.error("TLS handshake", core.peer()));
       case tls_status::want_input:
       case tls_status::want_output: {
         int ev = detail::poll_one(core.fd(), r.status == tls_status::want_input ? POLLIN : POLLOUT, deadline);
@@ -121,7 +121,7 @@ void detach_ssl(socket_stream& stream, const detach_ssl_options& options) {
     for (;;) {
       tls_result r = engine->shutdown();
       if (r.status == tls_status::done || r.status == tls_status::closed) break;
-      if (r.status == tls_status::error) std::rethrow_exception(engine->error("detach_ssl from", peer));
+      if (r.status == tls_status::error) std::rethrow_exception(engine->error("detach_ssl", peer));
       if (!wait_or(r.status, deadline))
         throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
                                    "detach_ssl from " + peer + ": sending close_notify timed out after " +
@@ -146,7 +146,7 @@ void detach_ssl(socket_stream& stream, const detach_ssl_options& options) {
         if (r.bytes == 0) ++tried;
         break;
       case tls_status::error:
-        std::rethrow_exception(engine->error("detach_ssl from", peer));
+        std::rethrow_exception(engine->error("detach_ssl", peer));
       case tls_status::want_input:
       case tls_status::want_output:
         if (!wait_or(r.status, detail::deadline_after(options.retry_timeout))) ++tried;
