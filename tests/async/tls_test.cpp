@@ -215,6 +215,51 @@ TEST_P(AsyncTls, StartTlsAndBackOnAPairOfStates) {
                                               "server read secret"}));
 }
 
+TEST_P(AsyncTls, DeferredHandshakeRunsOnAsyncIoStateHandshakeAndConfigureSeesTheNativeObject) {
+  loop_thread lt("deferred");
+  waiter w;
+  auto [a, b] = tcp_pair();
+  std::shared_ptr<comm::async_io_state> client, server;
+  std::optional<std::size_t> native_index;
+  std::exception_ptr client_error, server_error;
+  int done = 0;
+  lt.call([&, a = std::make_shared<comm::socket_handle>(std::move(a)),
+           b = std::make_shared<comm::socket_handle>(std::move(b))] {
+    client = comm::create_async_io_state(*lt, std::move(*a));
+    server = comm::create_async_io_state(*lt, std::move(*b));
+    comm::attach_ssl_options so;
+    so.ssl_ctx = server_ctx(GetParam());
+    comm::async_io_state_attach_ssl(*server, std::move(so), [&](comm::async_io_state&, std::exception_ptr e) {
+      w.notify([&] { server_error = e, ++done; });
+    });
+    comm::attach_ssl_options co;
+    co.ssl_ctx = client_ctx(GetParam());
+    co.ssl_side = comm::ssl_side::client;
+    co.tlsext_host_name = "localhost";
+    co.defer_handshake = true;
+    co.ssl_configure_callback = [&](comm::ssl_ref ref) { native_index = ref.index(); };
+    comm::async_io_state_attach_ssl(*client, std::move(co), [&](comm::async_io_state& s, std::exception_ptr e) {
+      EXPECT_FALSE(e) << what_of(e);
+      EXPECT_TRUE(s.is_ssl());
+      comm::async_io_state_handshake(
+          s, [&](comm::async_io_state&, std::exception_ptr e2) { w.notify([&] { client_error = e2, ++done; }); },
+          std::chrono::seconds(5));
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return done == 2; }));
+  EXPECT_FALSE(client_error) << what_of(client_error);
+  EXPECT_FALSE(server_error) << what_of(server_error);
+  ASSERT_TRUE(native_index.has_value());
+  EXPECT_EQ(*native_index, GetParam() == comm::ssl_implementation::openssl ? 0u : 1u);
+  EXPECT_EQ(lt.call([&] { return comm::ssl_connection_server_name(*server); }), "localhost");
+  EXPECT_EQ(lt.call([&] { return comm::find_ssl_connection_from_ssl_ref(comm::ssl_connection_ssl_ref(*server)); }),
+            server.get());
+  lt.call([&] { return comm::close_async_io_state(*server); });
+  // Closed: the native reference no longer leads to a connection, and TLS is detached.
+  EXPECT_FALSE(server->is_ssl());
+}
+
 TEST_P(AsyncTls, OpensslSClientAgainstTheAsyncAcceptor) {
   echo_server server(server_ctx(GetParam()));
   comm_test::peer_process cli({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(server.port()),
