@@ -279,6 +279,26 @@ TEST(GnuTLSEngine, CertRequestCallbackCanRefuse) {
   done.get();
 }
 
+TEST(GnuTLSEngine, CertRequestCallbackAcceptsAndTheCertificateIsSent) {
+  openssl_server server({"-cert", pki().good.cert_file, "-cert_chain", pki().good.chain_file, "-key",
+                         pki().good.key_file, "-Verify", "2",
+                         "-verify_return_error", "-CAfile", pki().ca_file, "-rev"});
+  int calls = 0;
+  engine_connection c(connect_loopback(server.port), trusting_client(gnutls, [&](auto& o) {
+                        o.cert_file = pki().client.cert_file;
+                        o.key_file = pki().client.key_file;
+                        o.cert_request_callback = [&](comm::ssl_connection& conn) {
+                          EXPECT_EQ(&conn, static_cast<comm::ssl_connection*>(&c));
+                          return ++calls > 0;
+                        };
+                      }),
+                      client_params());
+  c.handshake();
+  c.write_all("abc\n");
+  EXPECT_EQ(c.read_exact(4), "cba\n");  // s_server verified the client certificate (-verify_return_error)
+  EXPECT_EQ(calls, 1);
+}
+
 TEST(GnuTLSEngine, TruncationAndCloseNotifyLeavePlainBytesInTheSocket) {
   loopback_listener l;
   std::promise<void> truncate;
