@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages that building and testing comm needs, only those missing.
 # Runs as root on a fresh machine; does nothing (and needs no network) when all are present.
+#   scripts/deps.sh          what the build, the tests and the benchmarks need
+#   scripts/deps.sh fuzz     also clang 14 and its runtime (libFuzzer) for scripts/fuzz.sh
 set -euo pipefail
 
 packages=(
@@ -9,6 +11,12 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libasio-dev
   python3 socat
 )
+for extra in "$@"; do
+  case "$extra" in
+    fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
+    *) echo "deps: unknown group '$extra' (known: fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do
