@@ -48,21 +48,28 @@ for t in "${targets[@]}"; do
   rm -f "$artifacts"/*
   start=$(date +%s)
   # shellcheck disable=SC2086
-  if "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2560 -max_len=8192 \
+  # PEM loading runs through GnuTLS without frame pointers: unwind slowly so lsan.supp can match.
+  asan=$ASAN_OPTIONS
+  [ "$t" = pem_loading ] && asan="$asan:fast_unwind_on_malloc=0"
+  if ASAN_OPTIONS=$asan "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2560 -max_len=8192 \
        -print_final_stats=1 -artifact_prefix="$artifacts/" ${COMM_FUZZ_FLAGS:-} "${dirs[@]}" >"$log" 2>&1 &&
      [ -z "$(ls -A "$artifacts")" ]; then
     status=ok
   else
     status=FAILED
     failed+=("$t")
+    # Keep the three smallest inputs (fork mode can write one per crash, mostly the same bug).
     mkdir -p "$src/tests/fuzz/regressions/$t"
-    for a in "$artifacts"/*; do
-      [ -f "$a" ] && cp "$a" "$src/tests/fuzz/regressions/$t/" && echo "kept $(basename "$a") as a regression input"
+    n=$(ls -A "$artifacts" | wc -l)
+    for a in $(ls -S -r "$artifacts"/* 2>/dev/null | head -n 3); do
+      cp "$a" "$src/tests/fuzz/regressions/$t/" && echo "kept $(basename "$a") as a regression input ($n found)"
     done
     tail -n 60 "$log"
   fi
   took=$(( $(date +%s) - start ))
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+  # Executions: the final stats, or (fork mode) the last progress line "#N: ...".
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' ||
+          grep -o '^#[0-9]*' "$log" | tail -n 1 | tr -d '#' || echo "?")
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*' || echo "?")
   summary+=("$(printf '%-22s %-7s %5ss %10s execs  cov %s' "$t" "$status" "$took" "$execs" "$cov")")
 done

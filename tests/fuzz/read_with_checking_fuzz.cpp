@@ -75,7 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto take_lines = [&](comm::async_io_state& s, std::span<const std::byte> d) {
     const char* p = reinterpret_cast<const char*>(d.data());
     std::size_t consumed = 0;
-    for (;;) {
+    while (!d.empty()) {
       const void* nl = std::memchr(p + consumed, '\n', d.size() - consumed);
       if (nl == nullptr) break;
       std::size_t end = static_cast<std::size_t>(static_cast<const char*>(nl) - p);

@@ -34,6 +34,18 @@ namespace {
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
+// Thread names, for the message when the count does not come back.
+std::string thread_names() {
+  std::string out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream f(e.path() / "comm");
+    std::string name;
+    std::getline(f, name);
+    out += (out.empty() ? "" : ", ") + name;
+  }
+  return out;
+}
+
 int count_dir(const char* path) {
   int n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
@@ -388,7 +400,7 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   EXPECT_EQ(t.hostile_ended.load(), rounds * 24);
   EXPECT_EQ(t.connect_close.load(), rounds * 2000);
   EXPECT_EQ(fds1, fds0) << "descriptors leaked";
-  EXPECT_EQ(threads1, threads0) << "threads leaked";
+  EXPECT_EQ(threads1, threads0) << "threads leaked; now: " << thread_names();
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   std::printf("soak: RSS bound not checked under a sanitizer (freed memory stays in quarantine)\n");
 #elif defined(__has_feature)
