@@ -8,7 +8,9 @@ namespace comm::detail::gtls {
 namespace {
 
 // OpenSSL's text for a received alert, so that both implementations describe it alike.
-std::string alert_text(gnutls_alert_description_t a) {
+// Takes an int: a peer may send any alert number (0-255), and loading one that names no
+// enumerator into gnutls_alert_description_t is undefined behaviour.
+std::string alert_text(int a) {
   switch (a) {
     case GNUTLS_A_UNEXPECTED_MESSAGE: return "sslv3 alert unexpected message";
     case GNUTLS_A_BAD_RECORD_MAC: return "sslv3 alert bad record mac";
@@ -35,8 +37,9 @@ std::string alert_text(gnutls_alert_description_t a) {
     case GNUTLS_A_CERTIFICATE_REQUIRED: return "tlsv13 alert certificate required";
     case GNUTLS_A_NO_APPLICATION_PROTOCOL: return "tlsv1 alert no application protocol";
     default: {
-      const char* name = gnutls_alert_get_name(a);
-      return std::string("alert: ") + (name ? name : "unknown");
+      // Converting to the enum is only defined within its value range (0-127 for GnuTLS's).
+      const char* name = a >= 0 && a < 128 ? gnutls_alert_get_name(static_cast<gnutls_alert_description_t>(a)) : nullptr;
+      return name ? std::string("alert: ") + name : "alert number " + std::to_string(a);
     }
   }
 }
@@ -242,7 +245,7 @@ std::exception_ptr gnutls_engine::error(const std::string& operation, const std:
         {ssl_code_kind::truncated, 0}, conn));
   std::string text = gnutls_strerror(rc);
   if ((rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) && session_) {
-    text = alert_text(gnutls_alert_get(session_.get()));
+    text = alert_text(static_cast<int>(gnutls_alert_get(session_.get())));
   }
   return std::make_exception_ptr(ssl_failure(ssl_errc::failure, where + ": " + text, {ssl_code_kind::library, rc}, conn));
 }
