@@ -201,7 +201,7 @@ int gnutls_engine::on_cert_request() {
 
 std::exception_ptr gnutls_engine::error(const std::string& operation, const std::string& peer) const {
   // The same classes, codes and texts as the OpenSSL engine for the same situations.
-  const std::string where = operation + (peer.empty() ? "" : " with " + peer);
+  const std::string where = describe_operation(operation, peer);
   const ssl_connection* conn = owner;
   if (callback_error_ && refused_by_.kind == ssl_code_kind::none) return callback_error_;
   if (refused_by_.kind == ssl_code_kind::verify_callback)
