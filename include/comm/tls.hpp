@@ -186,48 +186,48 @@ enum class peer_verification { none, optional, required };
 
 struct protocol_versions {
   ssl_protocol_version min = ssl_protocol_version::tls_v1_2;
-  std::optional<ssl_protocol_version> max;  // none = the newest the implementation has
+  std::optional<ssl_protocol_version> max{};  // none = the newest the implementation has
 };
 
 // The model's keywords of create-ssl-client-context / create-ssl-server-context. One struct for
 // both sides: an option that belongs to the other side is rejected at creation, naming it.
 struct ssl_context_options {
-  std::string name;
-  std::optional<ssl_implementation> implementation;  // none = ssl_default_implementation()
+  std::string name{};
+  std::optional<ssl_implementation> implementation{};  // none = ssl_default_implementation()
   // Own certificate and key (files, or PEM text in memory).
-  std::string cert_file;  // full chain, leaf first
-  std::string key_file;
-  std::string cert_pem;
-  std::string key_pem;
-  std::string password;
-  comm::password_callback password_callback;
+  std::string cert_file{};  // full chain, leaf first
+  std::string key_file{};
+  std::string cert_pem{};
+  std::string key_pem{};
+  std::string password{};
+  comm::password_callback password_callback{};
   // Trust.
-  std::string trusted_file;
-  std::string trusted_directory;
-  std::string trusted_pem;
-  std::optional<bool> use_system_trusted;  // none: client yes unless another trust source is given
+  std::string trusted_file{};
+  std::string trusted_directory{};
+  std::string trusted_pem{};
+  std::optional<bool> use_system_trusted{};  // none: client yes unless another trust source is given
   // Verification: default client = required (chain + host name), server = none.
-  std::optional<peer_verification> verify;
+  std::optional<peer_verification> verify{};
   bool check_host_name = true;  // client: host name / IP SAN check against the name connected to
-  comm::verify_callback verify_callback;
-  protocol_versions protocol_version;
-  std::vector<std::string> alpn_protocols;  // in preference order
-  std::string ciphers;       // TLS 1.2 cipher list (implementation syntax)
-  std::string ciphersuites;  // TLS 1.3 suites (OpenSSL syntax)
-  std::string groups;        // "X25519:P-256"
+  comm::verify_callback verify_callback{};
+  protocol_versions protocol_version{};
+  std::vector<std::string> alpn_protocols{};  // in preference order
+  std::string ciphers{};       // TLS 1.2 cipher list (implementation syntax)
+  std::string ciphersuites{};  // TLS 1.3 suites (OpenSSL syntax)
+  std::string groups{};        // "X25519:P-256"
   bool session_resumption = true;  // client: cache sessions per host:port; server: tickets
   // Client only.
-  std::string tlsext_host_name;  // SNI (default: the host connected to, if it is a name)
-  comm::cert_request_callback cert_request_callback;
+  std::string tlsext_host_name{};  // SNI (default: the host connected to, if it is a name)
+  comm::cert_request_callback cert_request_callback{};
   // Server only.
-  comm::client_hello_callback client_hello_callback;
-  std::string dh_file;
+  comm::client_hello_callback client_hello_callback{};
+  std::string dh_file{};
   // Per-implementation configure callbacks.
-  comm::openssl_ctx_configure_callback openssl_ctx_configure_callback;
-  comm::openssl_ssl_configure_callback openssl_ssl_configure_callback;
-  comm::gnutls_credentials_configure_callback gnutls_credentials_configure_callback;
-  comm::gnutls_session_configure_callback gnutls_session_configure_callback;
-  comm::apple_configure_callback apple_configure_callback;
+  comm::openssl_ctx_configure_callback openssl_ctx_configure_callback{};
+  comm::openssl_ssl_configure_callback openssl_ssl_configure_callback{};
+  comm::gnutls_credentials_configure_callback gnutls_credentials_configure_callback{};
+  comm::gnutls_session_configure_callback gnutls_session_configure_callback{};
+  comm::apple_configure_callback apple_configure_callback{};
 };
 
 // Implementation-neutral, immutable once built, shareable across threads and connections.
@@ -274,12 +274,12 @@ using client_ssl_ctx_spec = std::variant<std::monostate, ssl_abstract_context, s
 struct attach_ssl_options {
   ssl_ctx_spec ssl_ctx = ssl_protocol_keyword::default_;
   comm::ssl_side ssl_side = comm::ssl_side::server;  // the model's default
-  comm::ctx_configure_callback ctx_configure_callback;  // native context (not for adopted handles)
-  comm::ssl_configure_callback ssl_configure_callback;  // native connection, before the handshake
-  std::optional<milliseconds> handshake_timeout;
-  std::string tlsext_host_name;  // SNI; also the name verified when host_name is empty
-  std::string host_name;         // name (or IP text) the certificate must match (client)
-  std::string session_key;       // client session cache key ("host:port"); empty = no resumption
+  comm::ctx_configure_callback ctx_configure_callback{};  // native context (not for adopted handles)
+  comm::ssl_configure_callback ssl_configure_callback{};  // native connection, before the handshake
+  std::optional<milliseconds> handshake_timeout{};
+  std::string tlsext_host_name{};  // SNI; also the name verified when host_name is empty
+  std::string host_name{};         // name (or IP text) the certificate must match (client)
+  std::string session_key{};       // client session cache key ("host:port"); empty = no resumption
   bool defer_handshake = false;  // true: handshake on first I/O or socket_stream_handshake
 };
 
@@ -304,9 +304,9 @@ verify_result ssl_connection_verify(const ssl_connection& conn);
 std::vector<certificate_data> ssl_connection_get_peer_certificates_data(const ssl_connection& conn);
 std::vector<native_certificate> ssl_connection_copy_peer_certificates(const ssl_connection& conn);
 struct read_certificates_options {
-  std::string cert_file;
-  std::string password;
-  comm::password_callback password_callback;
+  std::string cert_file{};
+  std::string password{};
+  comm::password_callback password_callback{};
 };
 void ssl_connection_read_certificates(ssl_connection& conn, const std::string& key_file,
                                       const read_certificates_options& options = {});
