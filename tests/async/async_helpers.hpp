@@ -138,11 +138,11 @@ inline std::string text_of(std::span<const std::byte> d) {
 // Waits (bounded) for a predicate guarded by a mutex, signalled with notify().
 class waiter {
  public:
+  // Notifies under the lock: once the waiting test sees the change it may destroy this waiter, so
+  // the condition variable must not be touched after the mutex is released.
   void notify(const std::function<void()>& change = {}) {
-    {
-      std::lock_guard lock(m_);
-      if (change) change();
-    }
+    std::lock_guard lock(m_);
+    if (change) change();
     cv_.notify_all();
   }
   bool wait(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10000ms) {
