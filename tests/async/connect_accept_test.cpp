@@ -186,7 +186,7 @@ TEST(AsyncEcho, ThousandConcurrentPlainClientsAreEchoedExactly) {
   {
     echo_server server;
     auto result = run_echo_clients(server.port(), 1000, 64 * 1024, {});
-    EXPECT_EQ(result.ok, 1000) << result.first_error;
+    EXPECT_EQ(result.ok, 1000) << result.first_error << result.failures;
     EXPECT_EQ(result.mismatched, 0);
     EXPECT_LT(result.elapsed, 60s);
     std::printf("1000 plain clients x 64 KiB echoed in %.2f s\n",
@@ -212,7 +212,7 @@ TEST(AsyncAccept, SeveralLoopsShareOnePortWithReuseport) {
   });
   EXPECT_EQ(ha->local_port(), hb->local_port());
   auto result = run_echo_clients(ha->local_port(), 64, 4096, {});
-  EXPECT_EQ(result.ok, 64) << result.first_error;
+  EXPECT_EQ(result.ok, 64) << result.first_error << result.failures;
   EXPECT_EQ(on_a + on_b, 64);
   EXPECT_GT(on_a.load(), 0);  // the kernel spreads connections over both listeners
   EXPECT_GT(on_b.load(), 0);
