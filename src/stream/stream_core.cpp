@@ -201,11 +201,19 @@ void stream_core::unread(const char* data, std::size_t size) {
 std::optional<std::string> stream_core::read_line() {
   std::string line;
   const std::size_t max = options.max_line_length;
+  auto too_long = [&] {
+    return socket_io_error(std::make_error_code(std::errc::message_size),
+                           "read_line from " + peer_text_ + ": line longer than " + std::to_string(max) + " bytes",
+                           owner_);
+  };
   try {
     for (;;) {
       if (buffered() == 0 && traits_type::eq_int_type(underflow(), traits_type::eof())) {
         if (line.empty()) return std::nullopt;
-        return line;  // final line without newline, as is
+        // A final line without newline is returned as is, but never past the bound: the byte of
+        // room kept below for a CR is only for a CR that a newline may still follow.
+        if (line.size() > max) throw too_long();
+        return line;
       }
       const char* begin = gptr();
       const char* nl = static_cast<const char*>(std::memchr(begin, '\n', buffered()));
@@ -213,11 +221,11 @@ std::optional<std::string> stream_core::read_line() {
       line.append(begin, take);
       gbump(static_cast<int>(take + (nl ? 1 : 0)));
       if (nl && !line.empty() && line.back() == '\r') line.pop_back();
-      // Bounded: at most max + one CR + one buffer's worth is ever held.
-      if (line.size() > max + (nl ? 0 : 1))
-        throw socket_io_error(std::make_error_code(std::errc::message_size),
-                              "read_line from " + peer_text_ + ": line longer than " + std::to_string(max) + " bytes",
-                              owner_);
+      // Bounded: at most max + one CR + one buffer's worth is ever held. Before the newline is
+      // seen, one byte over max is allowed only when it is a CR (its newline may be in the next
+      // read); any other byte over max already makes the line too long.
+      const bool pending_cr = !nl && !line.empty() && line.back() == '\r';
+      if (line.size() > max + (pending_cr ? 1 : 0)) throw too_long();
       if (nl) return line;
     }
   } catch (const socket_timeout_error&) {
