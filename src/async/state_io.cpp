@@ -2,6 +2,7 @@
 // callbacks run from here (the loop), never inside the call that started an operation.
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "async/state.hpp"
@@ -189,9 +190,11 @@ bool state_impl::step_read() {
     bool scratch = buffered() == 0;
     std::byte* target;
     if (scratch) {
+      // Never more than max_buffer at once either: the bound on what the callback may be shown
+      // unconsumed must not depend on how the peer's bytes happen to be chunked.
       auto& s = coll_->scratch();
       target = s.data();
-      r = read_some(target, std::min(max_read_, s.size()));
+      r = read_some(target, std::min({max_read_, max_buffer_, s.size()}));
     } else {
       std::size_t want = std::min(max_read_, max_buffer_ - buffered());
       if (buf_end_ + want > buf_cap_) {

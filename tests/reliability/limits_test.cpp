@@ -79,13 +79,11 @@ TEST(Limits, ReadLineRefusesALineOverTheBoundBeforeItsNewline) {
   }
 }
 
-// read_with_checking's max_buffer bounds unconsumed bytes, but when the state's buffer is empty a
-// round reads up to max_read bytes into the loop's scratch space and shows them to the callback
-// without the max_buffer check (state_impl::step_read, src/async/state_io.cpp, the `scratch`
-// branch). With max_read > max_buffer a 100-byte line passes a 16-byte bound when it arrives in
-// one piece, and is refused when it arrives split: the outcome depends on chunking. Found by the
-// read_with_checking fuzz target (which keeps max_read <= max_buffer since). Disabled until fixed.
-TEST(Limits, DISABLED_ReadWithCheckingBoundHoldsWhenMaxReadIsLarger) {
+// read_with_checking's max_buffer bounds unconsumed bytes whatever the chunking: also when the
+// state's buffer is empty and a round reads into the loop's scratch space with max_read larger
+// than max_buffer, a line longer than max_buffer must be refused, never shown whole. Found by the
+// read_with_checking fuzz target.
+TEST(Limits, ReadWithCheckingBoundHoldsWhenMaxReadIsLarger) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   comm::socket_handle peer(sv[1]);
