@@ -288,7 +288,9 @@ struct accept_options {
   std::optional<milliseconds> write_timeout;
   std::any user_info;     // the handle's; each state gets a copy
   std::string name;       // handle name; states are named "<name> <peer>"
-  std::size_t max_connections = 0;  // open states made by this acceptor; 0 = no limit; beyond: closed at once
+  // Open states made by this acceptor. Beyond it a newly accepted client is closed at
+  // once. The default bounds memory and descriptors against a flood; 0 still means no limit.
+  std::size_t max_connections = 16384;
   // TLS (server side): the handshake runs before the callback; a failing client is closed and
   // reported to ssl_error_callback, never to the callback.
   ssl_abstract_context ssl_ctx;
