@@ -197,6 +197,15 @@ std::string priority_string(const ssl_context_options& o, ssl_side side, const s
       for (const auto& k : kx) p += ":+" + k;
     }
   }
+  if (!named && o.ciphers.empty()) {
+    // Default: AEAD ciphers only (TLS 1.3's are all AEAD; for TLS 1.2 this drops CBC and its MACs).
+    p += ":-CIPHER-ALL:+AES-256-GCM:+CHACHA20-POLY1305:+AES-128-GCM:-MAC-ALL:+AEAD";
+  }
+  if (o.ciphers.empty()) {
+    // Default TLS 1.2 key exchange: ephemeral ECDH only (forward secrecy); TLS 1.3 always uses
+    // (EC)DHE and is not limited by these elements.
+    p += ":-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA";
+  }
   for (const auto& r : raw) p += ":" + r;
 
   if (o.groups.empty()) {

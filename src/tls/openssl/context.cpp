@@ -47,6 +47,11 @@ namespace {
   throw ssl_failure(ssl_errc::invalid_argument, operation + ": " + why);
 }
 
+constexpr const char* default_tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 int to_openssl_version(ssl_protocol_version v) {
   switch (v) {
     case ssl_protocol_version::v3: return SSL3_VERSION;
@@ -287,6 +292,11 @@ std::shared_ptr<openssl_context> realize_context(const ssl_context_options& opti
     invalid(op, "cannot set the maximum protocol version " + std::string(to_string(*options.protocol_version.max)));
   if (!options.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, options.ciphers.c_str()) != 1)
     invalid(op, "option ciphers: no usable cipher in '" + options.ciphers + "'");
+  // Default TLS 1.2 list: forward secret (ECDHE) and AEAD (GCM, ChaCha20-Poly1305) only, for ECDSA
+  // and RSA certificates. OpenSSL's own default also has CBC suites and RSA key exchange. TLS 1.3
+  // suites are all AEAD with (EC)DHE already.
+  if (options.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, default_tls12_ciphers) != 1)
+    library_failure(op + ": cannot set the default cipher list");
   if (!options.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx, options.ciphersuites.c_str()) != 1)
     invalid(op, "option ciphersuites: no usable suite in '" + options.ciphersuites + "'");
   if (!options.groups.empty() && SSL_CTX_set1_groups_list(ctx, options.groups.c_str()) != 1)
