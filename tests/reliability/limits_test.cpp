@@ -34,19 +34,18 @@ TEST(Limits, DocumentedDefaults) {
   EXPECT_EQ(acc.handshake_timeout, std::optional<std::chrono::milliseconds>(10s));
 }
 
-// Issue 8 asks for a maximum number of connections per acceptor by default; accept_options has
-// max_connections = 0 (no limit) as its default (include/comm/async.hpp). Disabled until a default
-// limit is chosen, so the suite stays green; it documents the gap.
-TEST(Limits, DISABLED_AsyncAcceptorHasADefaultConnectionLimit) {
+// Issue 8 asks for a maximum number of connections per acceptor by default (0 = no limit must be
+// asked for explicitly).
+TEST(Limits, AsyncAcceptorHasADefaultConnectionLimit) {
   comm::accept_options acc;
   EXPECT_GT(acc.max_connections, 0u);
+  EXPECT_EQ(acc.max_connections, 16384u);
 }
 
 // The stream's read_line: a final line (no newline before EOF) one byte longer than
-// max_line_length is returned instead of refused. stream_core::read_line allows `max + 1` bytes
-// while no newline has been seen (room for a CR) and returns that line at EOF without checking it
-// against max. Found by the read_line fuzz target. Disabled until fixed so the suite stays green.
-TEST(Limits, DISABLED_ReadLineRefusesAFinalLineOneByteOverTheBound) {
+// max_line_length must be refused, not returned (the byte of room kept for a CR before the newline
+// is seen must not let other bytes through). Found by the read_line fuzz target.
+TEST(Limits, ReadLineRefusesAFinalLineOneByteOverTheBound) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   comm::stream_options o;
@@ -80,13 +79,11 @@ TEST(Limits, ReadLineRefusesALineOverTheBoundBeforeItsNewline) {
   }
 }
 
-// read_with_checking's max_buffer bounds unconsumed bytes, but when the state's buffer is empty a
-// round reads up to max_read bytes into the loop's scratch space and shows them to the callback
-// without the max_buffer check (state_impl::step_read, src/async/state_io.cpp, the `scratch`
-// branch). With max_read > max_buffer a 100-byte line passes a 16-byte bound when it arrives in
-// one piece, and is refused when it arrives split: the outcome depends on chunking. Found by the
-// read_with_checking fuzz target (which keeps max_read <= max_buffer since). Disabled until fixed.
-TEST(Limits, DISABLED_ReadWithCheckingBoundHoldsWhenMaxReadIsLarger) {
+// read_with_checking's max_buffer bounds unconsumed bytes whatever the chunking: also when the
+// state's buffer is empty and a round reads into the loop's scratch space with max_read larger
+// than max_buffer, a line longer than max_buffer must be refused, never shown whole. Found by the
+// read_with_checking fuzz target.
+TEST(Limits, ReadWithCheckingBoundHoldsWhenMaxReadIsLarger) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   comm::socket_handle peer(sv[1]);
