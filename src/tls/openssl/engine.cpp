@@ -209,7 +209,26 @@ tls_result openssl_engine::write(const void* data, std::size_t size) {
 
 tls_result openssl_engine::shutdown() {
   if (failure_ != failure_kind::none) return {tls_status::error, 0};
-  if (close_notify_sent() && !close_notify_received()) {
+  if (!close_notify_sent()) {
+    // Send our close_notify. OpenSSL sets SSL_SENT_SHUTDOWN when it queues the alert, not when it
+    // is written: after a would-block write SSL_shutdown must be called again (it then writes the
+    // queued alert) until the alert has left. A retry whose write blocks again answers 0, not -1
+    // (the BIO reports a retry as 0), so a pending write is also read from SSL_want_write.
+    ERR_clear_error();
+    int r = SSL_shutdown(ssl_.get());
+    if (r == 0 && SSL_want_write(ssl_.get())) {
+      close_notify_queued_ = true;
+      return {tls_status::want_output, 0};
+    }
+    if (r < 0) {
+      tls_result res = finish(r, false);
+      close_notify_queued_ = res.status == tls_status::want_output;
+      return res;
+    }
+    close_notify_queued_ = false;
+    return {tls_status::done, 0};
+  }
+  if (!close_notify_received()) {
     // Waiting for the peer's close_notify: let SSL_shutdown read it (data before it is discarded).
     ERR_clear_error();
     int r = SSL_shutdown(ssl_.get());
@@ -218,11 +237,7 @@ tls_result openssl_engine::shutdown() {
     tls_result res = finish(r, false);
     return res.status == tls_status::closed ? tls_result{tls_status::done, 0} : res;
   }
-  if (close_notify_sent()) return {tls_status::done, 0};
-  ERR_clear_error();
-  int r = SSL_shutdown(ssl_.get());
-  if (r >= 0) return {tls_status::done, 0};
-  return finish(r, false);
+  return {tls_status::done, 0};
 }
 
 std::exception_ptr openssl_engine::error(const std::string& operation, const std::string& peer) const {

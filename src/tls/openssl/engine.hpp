@@ -20,7 +20,10 @@ class openssl_engine final : public tls_engine {
   bool close_notify_received() const noexcept override {
     return (SSL_get_shutdown(ssl_.get()) & SSL_RECEIVED_SHUTDOWN) != 0;
   }
-  bool close_notify_sent() const noexcept override { return (SSL_get_shutdown(ssl_.get()) & SSL_SENT_SHUTDOWN) != 0; }
+  // Sent = written to the transport, not only queued in OpenSSL (see shutdown()).
+  bool close_notify_sent() const noexcept override {
+    return (SSL_get_shutdown(ssl_.get()) & SSL_SENT_SHUTDOWN) != 0 && !close_notify_queued_;
+  }
   std::size_t pending() const noexcept override { return static_cast<std::size_t>(SSL_pending(ssl_.get())); }
   std::exception_ptr error(const std::string& operation, const std::string& peer) const override;
   void set_connect_state() override { SSL_set_connect_state(ssl_.get()); }
@@ -57,6 +60,7 @@ class openssl_engine final : public tls_engine {
   // The first failure, captured when it happened (the error queue is per thread).
   failure_kind failure_ = failure_kind::none;
   bool failed_in_handshake_ = false;
+  bool close_notify_queued_ = false;  // SSL_shutdown queued the alert but could not write it yet
   unsigned long err_code_ = 0;
   std::string err_text_;
   long verify_code_ = X509_V_OK;
