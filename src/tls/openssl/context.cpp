@@ -180,8 +180,13 @@ int new_session_cb(SSL* ssl, SSL_SESSION* session) {
   openssl_context* c = context_of(SSL_get_SSL_CTX(ssl));
   engine_state* st = state_of(ssl);
   if (c == nullptr || st == nullptr || st->session_key.empty()) return 0;
-  c->store_session(st->session_key, session);
-  return 1;  // the cache keeps the reference
+  // A copy, not the connection's own object: OpenSSL marks that one not resumable when the
+  // connection ends without close_notify (SSL_free after an abort), which would drop it from the
+  // cache although the ticket in it is still good.
+  SSL_SESSION* copy = SSL_SESSION_dup(session);
+  if (copy == nullptr) return 0;
+  c->store_session(st->session_key, copy);  // takes the copy; frees the one it replaces
+  return 0;  // OpenSSL keeps (and frees) its own reference to `session`
 }
 
 std::vector<unsigned char> alpn_wire(const std::vector<std::string>& protocols, const std::string& op) {
