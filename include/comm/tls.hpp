@@ -181,6 +181,10 @@ using openssl_ssl_configure_callback = std::function<void(ssl_pointer)>;
 using gnutls_credentials_configure_callback = std::function<void(gnutls_credentials_ref)>;
 using gnutls_session_configure_callback = std::function<void(gnutls_session_ref)>;
 using apple_configure_callback = std::function<void(ssl_context_ref)>;
+// One line of the NSS key log format for each secret of a connection ("CLIENT_RANDOM <client
+// random> <master secret>" for TLS 1.2, "<label> <client random> <secret>" for TLS 1.3), in hex
+// without a newline: what Wireshark reads to decrypt a capture. For debugging only.
+using keylog_callback = std::function<void(const ssl_connection&, std::string_view line)>;
 
 enum class peer_verification { none, optional, required };
 
@@ -228,6 +232,9 @@ struct ssl_context_options {
   comm::gnutls_credentials_configure_callback gnutls_credentials_configure_callback{};
   comm::gnutls_session_configure_callback gnutls_session_configure_callback{};
   comm::apple_configure_callback apple_configure_callback{};
+  // Debugging: receives the key log lines of every connection made with the context (anyone
+  // holding them can decrypt the traffic). Empty = off, the default.
+  comm::keylog_callback keylog_callback{};
 };
 
 // Implementation-neutral, immutable once built, shareable across threads and connections.

@@ -255,6 +255,7 @@ void gnutls_engine::setup(ssl_side side) {
     if (int rc = gnutls_alpn_set_protocols(s, c.alpn.data(), static_cast<unsigned>(c.alpn.size()), alpn_flags); rc < 0)
       library_failure("GnuTLS ALPN", rc);
   }
+  if (c.options.keylog_callback) gnutls_session_set_keylog_function(s, &keylog_function);
   if (c.options.gnutls_session_configure_callback) c.options.gnutls_session_configure_callback(gnutls_session_ref{s});
   if (ssl_configure_) ssl_configure_(gnutls_session_ref{s});
   register_engine(native(), this);

@@ -95,6 +95,7 @@ class gnutls_engine final : public tls_engine {
   }
   static int verify_function(gnutls_session_t s);
   static int client_hello_function(gnutls_session_t s);
+  static int keylog_function(gnutls_session_t s, const char* label, const gnutls_datum_t* secret);
   static int cert_request_hook(gnutls_session_t s, unsigned, unsigned, unsigned incoming, const gnutls_datum_t*);
   int on_verify();
   int on_client_hello();

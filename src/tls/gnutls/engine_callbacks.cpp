@@ -183,6 +183,28 @@ int gnutls_engine::on_client_hello() {
   }
 }
 
+// GnuTLS hands over the label and the secret; the NSS key log line also names the connection by
+// its client random: "<label> <client random hex> <secret hex>", as OpenSSL writes it.
+int gnutls_engine::keylog_function(gnutls_session_t s, const char* label, const gnutls_datum_t* secret) {
+  gnutls_engine* e = from(s);
+  if (e == nullptr || e->owner == nullptr || e->ctx_ == nullptr || !e->ctx_->options.keylog_callback) return 0;
+  static const char digits[] = "0123456789abcdef";
+  auto hex = [](const gnutls_datum_t& d) {
+    std::string out;
+    out.reserve(2 * d.size);
+    for (unsigned i = 0; i < d.size; ++i) out += digits[d.data[i] >> 4], out += digits[d.data[i] & 15];
+    return out;
+  };
+  gnutls_datum_t client_random{}, server_random{};
+  gnutls_session_get_random(s, &client_random, &server_random);
+  try {
+    e->ctx_->options.keylog_callback(*e->owner, std::string(label) + " " + hex(client_random) + " " + hex(*secret));
+  } catch (...) {
+    // A debugging aid must not change the connection's outcome.
+  }
+  return 0;
+}
+
 int gnutls_engine::cert_request_hook(gnutls_session_t s, unsigned, unsigned, unsigned incoming, const gnutls_datum_t*) {
   gnutls_engine* e = from(s);
   return e && incoming ? e->on_cert_request() : 0;

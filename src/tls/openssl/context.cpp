@@ -189,6 +189,18 @@ int new_session_cb(SSL* ssl, SSL_SESSION* session) {
   return 0;  // OpenSSL keeps (and frees) its own reference to `session`
 }
 
+void keylog_cb(const SSL* ssl, const char* line) {
+  openssl_context* c = context_of(SSL_get_SSL_CTX(ssl));
+  engine_state* st = state_of(ssl);
+  if (c == nullptr || st == nullptr || !c->options.keylog_callback) return;
+  if (st->engine == nullptr || st->engine->owner == nullptr) return;
+  try {
+    c->options.keylog_callback(*st->engine->owner, line);
+  } catch (...) {
+    // A debugging aid must not change the connection's outcome.
+  }
+}
+
 std::vector<unsigned char> alpn_wire(const std::vector<std::string>& protocols, const std::string& op) {
   std::vector<unsigned char> wire;
   for (const auto& p : protocols) {
@@ -357,6 +369,8 @@ std::shared_ptr<openssl_context> realize_context(const ssl_context_options& opti
     }
     if (options.client_hello_callback) SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
   }
+
+  if (options.keylog_callback) SSL_CTX_set_keylog_callback(ctx, keylog_cb);  // NSS key log lines
 
   if (options.openssl_ctx_configure_callback) options.openssl_ctx_configure_callback(ssl_ctx_pointer{ctx});
   if (require_identity && side == ssl_side::server && SSL_CTX_get0_certificate(ctx) == nullptr)
