@@ -12,18 +12,27 @@ namespace comm::detail {
 
 // ---------------------------------------------------------------------------------------------
 io_result stream_transport::read(void* data, std::size_t size) {
+  if (prefix_left() == 0 && size < read_ahead_size) {
+    // Read ahead: one recv for this small read and whatever follows it on the socket.
+    clear_prefix();
+    if (prefix.size() < read_ahead_size) prefix.resize(read_ahead_size);
+    io_result r = recv_some(prefix.data(), read_ahead_size);
+    if (r.error != 0 || r.bytes == 0) return r;
+    prefix_end = r.bytes;
+  }
   if (prefix_left() > 0) {
     std::size_t n = std::min(size, prefix_left());
     std::memcpy(data, prefix.data() + prefix_pos, n);
     prefix_pos += n;
-    if (prefix_left() == 0) {
-      prefix.clear();
-      prefix_pos = 0;
-    }
+    if (prefix_left() == 0) clear_prefix();
     return {n, 0};
   }
+  return recv_some(data, size);
+}
+
+io_result stream_transport::recv_some(void* data, std::size_t size) {
   for (;;) {
-    ssize_t n = ::recv(core_.fd(), data, size, MSG_DONTWAIT);
+    ssize_t n = ::recv(core_.fd(), data, size, blocking ? 0 : MSG_DONTWAIT);
     if (n >= 0) return {static_cast<std::size_t>(n), 0};
     if (errno != EINTR) return {0, errno};
   }
@@ -91,6 +100,13 @@ void stream_core::wait(short events, const std::optional<clock::time_point>& dea
 
 tls_result stream_core::drive_tls(const std::function<tls_result()>& op, const std::optional<milliseconds>& timeout,
                                   const char* operation, bool throw_on_timeout) {
+  // Without a timeout this loop waits for the socket without bound on want_input anyway, so the
+  // transport may as well block in recv: the engine then never sees EAGAIN on a read.
+  struct blocking_scope {
+    stream_transport& t;
+    explicit blocking_scope(stream_transport& tr, bool on) : t(tr) { t.blocking = on; }
+    ~blocking_scope() { t.blocking = false; }
+  } scope(transport, !timeout);
   for (;;) {
     tls_result r = op();
     switch (r.status) {
@@ -167,7 +183,9 @@ void stream_core::write_all_raw(const char* data, std::size_t size) {
 
 // ---------------------------------------------------------------------------------------------
 std::size_t stream_core::buffered_input() const noexcept {
-  return buffered() + (engine ? engine->pending() : 0);
+  // Read-ahead ciphertext counts too: the socket no longer reports it as readable, so a wait for
+  // input must not block on it (at worst it holds only part of a record and a read then waits).
+  return buffered() + (engine ? engine->pending() + transport.prefix_left() : 0);
 }
 
 std::size_t stream_core::read_some(char* data, std::size_t size) {
@@ -375,20 +393,36 @@ socket_handle stream_core::replace_socket(socket_handle s) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The transport's unread bytes go back to the plain stream, after what is already buffered: after
+// a failed attach they are the plain bytes from before it (the buffer is empty then), after a
+// detach they are plain data that followed the peer's close_notify, which comes after any
+// decrypted data still buffered.
 void stream_core::restore_prefix() noexcept {
   if (transport.prefix_left() > 0) {
     try {
-      unread(transport.prefix.data() + transport.prefix_pos, transport.prefix_left());
+      std::size_t have = buffered();
+      std::size_t add = transport.prefix_left();
+      if (have + add > in_.size() || static_cast<std::size_t>(gptr() - in_.data()) + have + add > in_.size()) {
+        std::vector<char> merged;
+        merged.reserve(have + add);
+        merged.insert(merged.end(), gptr(), egptr());
+        if (merged.size() + add > in_.size()) in_.resize(merged.size() + add);
+        std::memcpy(in_.data(), merged.data(), merged.size());
+        setg(in_.data(), in_.data(), in_.data() + merged.size());
+      }
+      std::memcpy(egptr(), transport.prefix.data() + transport.prefix_pos, add);
+      setg(eback(), gptr(), egptr() + add);
     } catch (...) {
     }
   }
-  transport.prefix.clear();
-  transport.prefix_pos = 0;
+  transport.clear_prefix();
+  std::vector<char>().swap(transport.prefix);
 }
 
 void stream_core::move_input_to_prefix() {
   transport.prefix.assign(gptr(), egptr());
   transport.prefix_pos = 0;
+  transport.prefix_end = transport.prefix.size();
   setg(in_.data(), in_.data(), in_.data());
 }
 

@@ -22,16 +22,29 @@ class stream_core;
 
 // The engine's ciphertext transport: first the plain bytes the stream had already buffered when
 // TLS was attached (a STARTTLS server may hold the start of the ClientHello), then the socket.
+// Small reads go through a read-ahead in the same buffer: OpenSSL reads a 5-byte record header
+// and then the body, and one recv of up to read_ahead_size bytes serves both (and often the next
+// records). Bytes still there when TLS is detached are plain data that followed the TLS session:
+// stream_core::restore_prefix gives them back to the stream's input buffer.
 class stream_transport final : public transport {
  public:
+  static constexpr std::size_t read_ahead_size = 16 * 1024;
+
   explicit stream_transport(stream_core& core) noexcept : core_(core) {}
   io_result read(void* data, std::size_t size) override;
   io_result write(const void* data, std::size_t size) override;
-  std::vector<char> prefix;  // unread plain bytes from before the attach
+  std::vector<char> prefix;    // storage; the unread bytes are [prefix_pos, prefix_end)
   std::size_t prefix_pos = 0;
-  std::size_t prefix_left() const noexcept { return prefix.size() - prefix_pos; }
+  std::size_t prefix_end = 0;
+  std::size_t prefix_left() const noexcept { return prefix_end - prefix_pos; }
+  void clear_prefix() noexcept { prefix_pos = prefix_end = 0; }
+  // Set while the stream drives one TLS operation without a timeout: the operation would wait
+  // for the socket without a bound anyway, so a blocking recv (one system call) replaces
+  // recv EAGAIN + poll + recv. Under a timeout (or outside the drive loop) reads never block.
+  bool blocking = false;
 
  private:
+  io_result recv_some(void* data, std::size_t size);
   stream_core& core_;
 };
 

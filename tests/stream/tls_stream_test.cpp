@@ -95,6 +95,37 @@ TEST_P(TlsStream, StartTlsWithClientHelloAlreadyBufferedThenDetachToPlain) {
   EXPECT_EQ(find_ssl_connection_from_ssl_ref(client_ref.get_future().get()), nullptr);
 }
 
+// The TLS stream reads ahead (one recv for a record header and body): when the peer's close_notify
+// and the plain data after it are already queued together with the last TLS record, the read-ahead
+// takes them all, and detach_ssl must give the plain bytes back to the plain stream. The server has
+// no read timeout, so its TLS reads take the blocking path.
+TEST_P(TlsStream, PlainDataQueuedRightAfterCloseNotifySurvivesTheReadAheadOnDetach) {
+  auto [client, server] = connected_pair({.write_timeout = 5s});
+  std::promise<void> client_sent, server_done;
+  std::thread c([&, done = server_done.get_future()] {
+    attach_ssl(client, client_side());
+    client << "secret\n" << std::flush;
+    detach_ssl(client, {.retry_count = std::nullopt});  // our close_notify only
+    client << "plain after tls\n" << std::flush;
+    client_sent.set_value();
+    // Bounds the server's untimed reads: if it hangs, end of stream ends them.
+    if (done.wait_for(10s) != std::future_status::ready) ::shutdown(client.native_handle(), SHUT_RDWR);
+  });
+  attach_ssl(server, server_side());
+  // Everything is sent (so queued here, or already read ahead by the handshake) before the first
+  // read: the record, the close_notify and the plain bytes come in as few recvs as possible.
+  const bool sent = client_sent.get_future().wait_for(10s) == std::future_status::ready;
+  EXPECT_TRUE(sent);
+  if (sent) {
+    EXPECT_EQ(server.read_line(), "secret");
+    detach_ssl(server);
+    EXPECT_FALSE(server.is_ssl());
+    EXPECT_EQ(server.read_line(), "plain after tls");
+  }
+  server_done.set_value();
+  c.join();
+}
+
 TEST_P(TlsStream, HandshakeTimeoutAgainstSilentPeerLeavesPlainStream) {
   auto [client, server] = connected_pair({.read_timeout = 5s});
   auto t0 = std::chrono::steady_clock::now();
