@@ -195,6 +195,25 @@ ssize_t gnutls_engine::push(gnutls_transport_ptr_t p, const void* data, std::siz
   return -1;
 }
 
+// GnuTLS queues the records of a flight (ServerHello, ChangeCipherSpec, EncryptedExtensions,
+// Certificate, ...) and hands them over together: one transport write, so one send and usually one
+// segment, instead of one per record. A short write is fine: GnuTLS keeps what was not taken and
+// offers it again on the next call.
+ssize_t gnutls_engine::vec_push(gnutls_transport_ptr_t p, const giovec_t* iov, int iovcnt) {
+  if (iovcnt == 1) return push(p, iov[0].iov_base, iov[0].iov_len);
+  auto* e = static_cast<gnutls_engine*>(p);
+  std::size_t total = 0;
+  for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
+  if (total == 0) return 0;
+  e->gather_.clear();
+  e->gather_.reserve(total);
+  for (int i = 0; i < iovcnt; ++i) {
+    const char* base = static_cast<const char*>(iov[i].iov_base);
+    e->gather_.insert(e->gather_.end(), base, base + iov[i].iov_len);
+  }
+  return push(p, e->gather_.data(), e->gather_.size());
+}
+
 ssize_t gnutls_engine::pull(gnutls_transport_ptr_t p, void* data, std::size_t size) {
   auto* e = static_cast<gnutls_engine*>(p);
   io_result r = e->t_.read(data, size);
@@ -211,6 +230,7 @@ void gnutls_engine::attach_transport() {
   gnutls_session_t s = session();
   gnutls_transport_set_ptr(s, this);
   gnutls_transport_set_push_function(s, &push);
+  gnutls_transport_set_vec_push_function(s, &vec_push);  // used in place of push when set
   gnutls_transport_set_pull_function(s, &pull);
   gnutls_transport_set_pull_timeout_function(s, &pull_timeout);
 }

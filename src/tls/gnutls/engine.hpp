@@ -82,6 +82,7 @@ class gnutls_engine final : public tls_engine {
 
   void attach_transport();
   static ssize_t push(gnutls_transport_ptr_t p, const void* data, std::size_t size);
+  static ssize_t vec_push(gnutls_transport_ptr_t p, const giovec_t* iov, int iovcnt);
   static ssize_t pull(gnutls_transport_ptr_t p, void* data, std::size_t size);
   // The transport never blocks: claim readiness and let pull() report EAGAIN.
   static int pull_timeout(gnutls_transport_ptr_t, unsigned int) { return 1; }
@@ -127,6 +128,7 @@ class gnutls_engine final : public tls_engine {
   bool handshake_done_ = false, close_notify_received_ = false, close_notify_sent_ = false;
   bool session_stored_ = false, alert_pending_ = false, eof_ = false, closed_ = false, client_hello_seen_ = false;
   int io_errno_ = 0;
+  std::vector<char> gather_;  // vec_push: the records of a flight joined for one transport write
   int error_code_ = 0;
   std::string error_message_;
   ssl_code refused_by_{};
