@@ -216,6 +216,69 @@ TEST_P(AsyncTls, StartTlsAndBackOnAPairOfStates) {
                                               "server read secret"}));
 }
 
+// Application data the server sends as soon as its handshake completes reaches the client's socket
+// while the client has no read active: the edge it makes is seen and passes. A read started later
+// must try the transport first, not wait for an edge that will never come.
+TEST_P(AsyncTls, ReadStartedAfterTheHandshakeFindsDataThatArrivedBeforeIt) {
+  loop_thread lt("late read");
+  waiter w;
+  auto [a, b] = tcp_pair();
+  const int client_fd = a.get();
+  std::shared_ptr<comm::async_io_state> client, server;
+  bool client_ready = false, server_sent = false;
+  std::string received;
+  lt.call([&, a = std::make_shared<comm::socket_handle>(std::move(a)),
+           b = std::make_shared<comm::socket_handle>(std::move(b))] {
+    client = comm::create_async_io_state(*lt, std::move(*a));
+    server = comm::create_async_io_state(*lt, std::move(*b));
+    comm::attach_ssl_options so;
+    so.ssl_ctx = server_ctx(GetParam());
+    so.ssl_side = comm::ssl_side::server;
+    comm::async_io_state_attach_ssl(*server, std::move(so), [&](comm::async_io_state& s, std::exception_ptr e) {
+      EXPECT_FALSE(e) << what_of(e);
+      comm::async_io_state_write_buffer(s, std::string("early data\n"),
+                                        [&](comm::async_io_state&, std::size_t) { w.notify([&] { server_sent = true; }); });
+    });
+    comm::attach_ssl_options co;
+    co.ssl_ctx = client_ctx(GetParam());
+    co.ssl_side = comm::ssl_side::client;
+    co.tlsext_host_name = "localhost";
+    comm::async_io_state_attach_ssl(*client, std::move(co), [&](comm::async_io_state&, std::exception_ptr e) {
+      EXPECT_FALSE(e) << what_of(e);
+      w.notify([&] { client_ready = true; });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return client_ready && server_sent; }));
+  // The record (5 + 11 + 1 + 16 bytes) is queued on the client's socket, unread.
+  auto deadline = clock::now() + 5s;
+  char peek[4096];
+  while (::recv(client_fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT) < 33 && clock::now() < deadline) {
+    pollfd p{client_fd, POLLIN, 0};
+    ::poll(&p, 1, 50);
+  }
+  ASSERT_GE(::recv(client_fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT), 33);
+  // Let the loop see (and pass) the edge before the read starts.
+  lt.call([] { return 0; });
+  lt.call([] { return 0; });
+  lt.call([&] {
+    comm::async_io_state_read_with_checking(*client, [&](comm::async_io_state& st, std::span<const std::byte> d) {
+      if (std::memchr(d.data(), '\n', d.size()) == nullptr) return;
+      std::string text = text_of(d);
+      comm::async_io_state_finish(st, d.size());
+      w.notify([&] { received = text; });
+    });
+    return 0;
+  });
+  EXPECT_TRUE(w.wait([&] { return !received.empty(); }, 5s)) << "the read waited for an edge";
+  EXPECT_EQ(received, "early data\n");
+  lt.call([&] {
+    comm::close_async_io_state(*client);
+    comm::close_async_io_state(*server);
+    return 0;
+  });
+}
+
 TEST_P(AsyncTls, DeferredHandshakeRunsOnAsyncIoStateHandshakeAndConfigureSeesTheNativeObject) {
   loop_thread lt("deferred");
   waiter w;
