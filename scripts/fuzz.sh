@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets of tests/fuzz with clang 14 under ASan+UBSan and runs each for
 # SECONDS (default 60). Fails if any target crashes, leaks, hangs or trips UBSan; the input that did
 # it is copied to tests/fuzz/regressions/<target>/ so it becomes a regression test.
-#   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     (SECONDS "build": only build the targets)
 # Environment: COMM_FUZZ_BUILD_DIR (default build-fuzz), COMM_JOBS (default 1), COMM_FUZZ_FLAGS
 # (extra libFuzzer flags, e.g. "-jobs=2 -workers=2"; "-fork=1 -ignore_crashes=1" goes on after a
 # crash for the whole time: every crash is still kept and still fails the run). The grown corpus stays in the build folder
@@ -26,6 +26,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCOMM_BUILD_FUZZ=ON -DCOMM_BUILD_BENCH=OFF -DCOMM_BUILD_EXAMPLES=OFF \
   -DCMAKE_CXX_FLAGS="$san" >/dev/null
 ninja -C "$build" -j "$jobs" fuzz_tls_seeds $(printf 'fuzz_%s ' "${targets[@]}")
+[ "$seconds" = build ] && exit 0
 
 # Seeds that hold keys or fresh certificates are generated, never kept in the repository.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
