@@ -210,6 +210,13 @@ struct ssl_context_options {
   std::string trusted_directory{};
   std::string trusted_pem{};
   std::optional<bool> use_system_trusted{};  // none: client yes unless another trust source is given
+  // Certificate revocation lists (PEM; a file or text may hold several). When one is given, the
+  // peer's own certificate must not be revoked by a CRL of its issuer: ssl_verification_failure
+  // with verify_reason::revoked. OpenSSL then also wants a CRL from the issuer of the peer's
+  // certificate (else verify_reason::other, "unable to get certificate CRL"); GnuTLS checks the
+  // CRLs it has. Intermediates are not checked against CRLs.
+  std::string crl_file{};
+  std::string crl_pem{};
   // Verification: default client = required (chain + host name), server = none.
   std::optional<peer_verification> verify{};
   bool check_host_name = true;  // client: host name / IP SAN check against the name connected to

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "tls/gnutls/common.hpp"
+#include "tls/gnutls/crl.hpp"
 
 namespace comm::detail::gtls {
 
@@ -316,6 +317,7 @@ credentials_ptr make_credentials(const ssl_context_options& o, ssl_side side, co
   gnutls_certificate_set_verify_flags(raw, 0);
   load_identity(raw, o, op);
   load_trust(raw, o, side, op);
+  load_crls(raw, o, op);
   return cred;
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "tls/openssl/common.hpp"
+#include "tls/openssl/crl.hpp"
 
 namespace comm::detail::ossl {
 
@@ -321,6 +322,7 @@ std::shared_ptr<openssl_context> realize_context(const ssl_context_options& opti
 
   load_identity(*c, op);
   load_trust(*c, op);
+  load_crls(*c, op);
   if (!options.dh_file.empty()) {
     bio_ptr bio(BIO_new_file(options.dh_file.c_str(), "r"));
     EVP_PKEY* dh = bio ? PEM_read_bio_Parameters(bio.get(), nullptr) : nullptr;
