@@ -4,13 +4,11 @@
 #include <iostream>
 
 int main(int argc, char** argv) {
-  comm::server_options options;
-  options.service = argc > 1 ? argv[1] : "0";
   comm::server srv = comm::start_up_server(
       [](comm::socket_stream& s) {
         while (auto line = s.read_line()) s << *line << std::endl;  // std::endl flushes
       },
-      options);
+      {.service = argc > 1 ? argv[1] : "0"});  // every other option keeps its default
   std::cout << "echo server on port " << srv.local_port() << "; Enter stops it" << std::endl;
   std::cin.get();
   comm::server_terminate(srv);
