@@ -1,5 +1,7 @@
 // Abstract contexts: options checked for the side, realised eagerly by the chosen implementation
 // (so a bad file or a wrong password fails at creation), cached until reset.
+#include <string.h>  // explicit_bzero (glibc)
+
 #include "tls/engine.hpp"
 
 namespace comm {
@@ -20,6 +22,20 @@ std::shared_ptr<backend_context> abstract_context_impl::realized() const {
 void abstract_context_impl::reset() const {
   std::lock_guard lock(mutex);
   cache.reset();
+}
+
+namespace {
+// The whole buffer (up to the capacity, where older contents may linger), with a write the
+// compiler may not drop as dead before the free.
+void wipe(std::string& s) noexcept {
+  s.resize(s.capacity());  // never reallocates
+  explicit_bzero(s.data(), s.size());
+}
+}  // namespace
+
+abstract_context_impl::~abstract_context_impl() {
+  wipe(options.password);
+  wipe(options.key_pem);
 }
 
 }  // namespace detail

@@ -175,6 +175,8 @@ struct abstract_context_impl {
   void reset() const;
   mutable std::mutex mutex;
   mutable std::shared_ptr<backend_context> cache;
+  // Wipes the secrets kept for re-reading on reset (password, key_pem) before they are freed.
+  ~abstract_context_impl();
 };
 
 }  // namespace comm::detail
