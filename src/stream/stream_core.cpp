@@ -24,6 +24,7 @@ io_result stream_transport::read(void* data, std::size_t size) {
     std::size_t n = std::min(size, prefix_left());
     std::memcpy(data, prefix.data() + prefix_pos, n);
     prefix_pos += n;
+    served += n;
     if (prefix_left() == 0) clear_prefix();
     return {n, 0};
   }
@@ -107,6 +108,7 @@ tls_result stream_core::drive_tls(const std::function<tls_result()>& op, const s
     explicit blocking_scope(stream_transport& tr, bool on) : t(tr) { t.blocking = on; }
     ~blocking_scope() { t.blocking = false; }
   } scope(transport, !timeout);
+  std::uint64_t mark = ~std::uint64_t{0};
   for (;;) {
     tls_result r = op();
     switch (r.status) {
@@ -117,6 +119,7 @@ tls_result stream_core::drive_tls(const std::function<tls_result()>& op, const s
         std::rethrow_exception(engine->error(operation, peer_text_));
       case tls_status::want_input:
       case tls_status::want_output: {
+        if (r.status == tls_status::want_input && retry_from_read_ahead(mark)) break;
         short events = r.status == tls_status::want_input ? POLLIN : POLLOUT;
         if (!throw_on_timeout) {
           int ev = poll_one(socket_.get(), events, deadline_after(timeout));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -38,6 +39,7 @@ class stream_transport final : public transport {
   std::size_t prefix_end = 0;
   std::size_t prefix_left() const noexcept { return prefix_end - prefix_pos; }
   void clear_prefix() noexcept { prefix_pos = prefix_end = 0; }
+  std::uint64_t served = 0;  // bytes handed out from the buffer so far (a progress mark)
   // Set while the stream drives one TLS operation without a timeout: the operation would wait
   // for the socket without a bound anyway, so a blocking recv (one system call) replaces
   // recv EAGAIN + poll + recv. Under a timeout (or outside the drive loop) reads never block.
@@ -99,6 +101,15 @@ class stream_core final : public std::streambuf {
   void drop_engine() noexcept;  // unregister, destroy, give unread prefix bytes back to the buffer
   std::unique_ptr<tls_engine> take_engine() noexcept;
   void restore_prefix() noexcept;
+  // After want_input: true when the transport still holds read-ahead bytes and the engine has taken
+  // some since the last such check (mark): no socket event will announce those bytes, so the engine
+  // must be called again instead of waiting. (GnuTLS reports want_input after handling a record
+  // that is not application data, e.g. a session ticket, with the next record already read.)
+  bool retry_from_read_ahead(std::uint64_t& mark) const noexcept {
+    if (transport.prefix_left() == 0 || transport.served == mark) return false;
+    mark = transport.served;
+    return true;
+  }
   void move_input_to_prefix();
 
   stream_options options;

@@ -24,6 +24,7 @@ std::string ms_text(std::optional<milliseconds> t) { return std::to_string(t ? t
 bool run_handshake(socket_stream& stream, stream_core& core, std::optional<milliseconds> timeout, bool report_false) {
   detail::tls_engine& engine = *core.engine;
   const auto deadline = detail::deadline_after(timeout);
+  std::uint64_t mark = ~std::uint64_t{0};
   for (;;) {
     tls_result r = engine.handshake();
     switch (r.status) {
@@ -44,6 +45,7 @@ bool run_handshake(socket_stream& stream, stream_core& core, std::optional<milli
         std::rethrow_exception(engine.error("TLS handshake", core.peer()));
       case tls_status::want_input:
       case tls_status::want_output: {
+        if (r.status == tls_status::want_input && core.retry_from_read_ahead(mark)) break;
         int ev = detail::poll_one(core.fd(), r.status == tls_status::want_input ? POLLIN : POLLOUT, deadline);
         if (ev < 0) core.throw_io(errno, "TLS handshake with");
         if (ev == 0) {
@@ -109,7 +111,9 @@ void detach_ssl(socket_stream& stream, const detach_ssl_options& options) {
   } guard{core, engine};
 
   const std::string& peer = core.peer();
+  std::uint64_t mark = ~std::uint64_t{0};
   auto wait_or = [&](tls_status st, const std::optional<detail::clock::time_point>& deadline) {
+    if (st == tls_status::want_input && core.retry_from_read_ahead(mark)) return true;
     int ev = detail::poll_one(core.fd(), st == tls_status::want_input ? POLLIN : POLLOUT, deadline);
     if (ev < 0) core.throw_io(errno, "detach_ssl from");
     return ev != 0;
