@@ -39,6 +39,7 @@ tls_result gnutls_engine::read(void* data, std::size_t size) {
   if (tls_result r = flush_alert(); r.status != tls_status::done) return r;
   if (size == 0) return {tls_status::done, 0};
   for (int i = 0; i < 64; ++i) {
+    would_block_ = false;
     ssize_t n = gnutls_record_recv(session(), data, size);
     if (n > 0) {
       maybe_store_session();
@@ -50,6 +51,11 @@ tls_result gnutls_engine::read(void* data, std::size_t size) {
     }
     if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
       maybe_store_session();
+      // GnuTLS also answers E_AGAIN after handling a post-handshake message (a TLS 1.3 session
+      // ticket) without asking the transport for more: the next record may already be there (in a
+      // read-ahead transport the socket then never becomes readable for it). Wait only when the
+      // transport itself would block.
+      if (!would_block_) continue;
       return again();
     }
     if (n == GNUTLS_E_REHANDSHAKE) {
@@ -101,13 +107,17 @@ tls_result gnutls_engine::shutdown() {
   // Second call: wait for the peer's close_notify, discarding data that still arrives.
   char scratch[4096];
   for (int i = 0; i < 64; ++i) {
+    would_block_ = false;
     ssize_t n = gnutls_record_recv(session(), scratch, sizeof scratch);
     if (n > 0) continue;
     if (n == 0) {
       close_notify_received_ = true;
       return {tls_status::done, 0};
     }
-    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) return again();
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+      if (!would_block_) continue;  // a post-handshake message was handled (see read())
+      return again();
+    }
     if (n == GNUTLS_E_REHANDSHAKE && side_ != ssl_side::client) return refuse_renegotiation();
     if (n == GNUTLS_E_REHANDSHAKE || gnutls_error_is_fatal(static_cast<int>(n)) == 0) continue;
     return fail(static_cast<int>(n), false);
@@ -190,6 +200,7 @@ ssize_t gnutls_engine::push(gnutls_transport_ptr_t p, const void* data, std::siz
   auto* e = static_cast<gnutls_engine*>(p);
   io_result r = e->t_.write(data, size);
   if (r.error == 0) return static_cast<ssize_t>(r.bytes);
+  if (r.would_block()) e->would_block_ = true;
   if (!r.would_block()) e->io_errno_ = r.error;
   gnutls_transport_set_errno(e->session(), r.would_block() ? EAGAIN : r.error);
   return -1;
@@ -221,6 +232,7 @@ ssize_t gnutls_engine::pull(gnutls_transport_ptr_t p, void* data, std::size_t si
     if (r.bytes == 0) e->eof_ = true;
     return static_cast<ssize_t>(r.bytes);
   }
+  if (r.would_block()) e->would_block_ = true;
   if (!r.would_block()) e->io_errno_ = r.error;
   gnutls_transport_set_errno(e->session(), r.would_block() ? EAGAIN : r.error);
   return -1;

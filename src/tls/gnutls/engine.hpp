@@ -128,6 +128,7 @@ class gnutls_engine final : public tls_engine {
   bool handshake_done_ = false, close_notify_received_ = false, close_notify_sent_ = false;
   bool session_stored_ = false, alert_pending_ = false, eof_ = false, closed_ = false, client_hello_seen_ = false;
   int io_errno_ = 0;
+  bool would_block_ = false;  // the transport answered EAGAIN during the current GnuTLS call
   std::vector<char> gather_;  // vec_push: the records of a flight joined for one transport write
   int error_code_ = 0;
   std::string error_message_;
