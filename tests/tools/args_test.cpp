@@ -87,6 +87,12 @@ TEST(CommcatArgs, UsageErrorsNameTheProblem) {
   EXPECT_EQ(error({"listen"}), "missing arguments: usage: commcat listen PORT [options] [--echo]");
 }
 
+TEST(CommcatArgs, UsageErrorsStayOnePrintableLineWhateverWasTyped) {
+  EXPECT_EQ(error({"connect", "h", "1", "--bad\noption"}), "unknown option --bad\\x0aoption");
+  EXPECT_EQ(error({"connect", "h", "1", "--implementation", "\x1b[2J"}),
+            "--implementation: expected openssl or gnutls, got '\\x1b[2J'");
+}
+
 TEST(CommcatArgs, NullArgumentsAreNotACrash) {
   const char* argv[] = {"commcat", nullptr, "x"};
   auto r = commcat::parse_args(3, argv);

@@ -13,6 +13,24 @@ struct parse_failure {
   std::string message;
 };
 
+// Usage errors quote what the user typed; keep them one printable line whatever that was
+// (a newline or an escape sequence in an argument must not reach the terminal as such).
+std::string printable(string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c != 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    }
+  }
+  return out;
+}
+
 std::optional<comm::ssl_protocol_version> parse_version(string_view v) {
   if (v == "1.2" || v == "TLSv1.2" || v == "tls1.2") return comm::ssl_protocol_version::tls_v1_2;
   if (v == "1.3" || v == "TLSv1.3" || v == "tls1.3") return comm::ssl_protocol_version::tls_v1_3;
@@ -228,7 +246,7 @@ std::variant<config, usage_error> parse_args(int argc, const char* const* argv) 
   try {
     return parse(argc, argv);
   } catch (const parse_failure& f) {
-    return usage_error{f.message};
+    return usage_error{printable(f.message)};
   } catch (const std::exception& e) {
     return usage_error{e.what()};
   } catch (...) {
