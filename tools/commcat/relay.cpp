@@ -42,17 +42,21 @@ int relay(comm::socket_stream& stream) {
   std::vector<char> in(16 * 1024);
   std::vector<char> out(64 * 1024);
   bool stdin_open = true;
+  // A plain peer that half-closes (EOF) may still read: stdin goes on being relayed until it ends.
+  // With TLS the peer's close_notify ends the session, so it ends commcat at once.
+  bool socket_open = true;
 
-  while (true) {
-    bool socket_ready = stream.buffered_input() > 0;
+  while (socket_open || stdin_open) {
+    bool socket_ready = socket_open && stream.buffered_input() > 0;
     bool stdin_ready = false;
-    pollfd fds[2] = {{stream.native_handle(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
-    int n = ::poll(fds, stdin_open ? 2 : 1, socket_ready ? 0 : -1);
+    pollfd fds[2] = {{socket_open ? stream.native_handle() : -1, POLLIN, 0},
+                     {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}};
+    int n = ::poll(fds, 2, socket_ready ? 0 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "poll");
     }
-    if (fds[0].revents != 0) socket_ready = true;
+    if (socket_open && fds[0].revents != 0) socket_ready = true;
     if (stdin_open && fds[1].revents != 0) stdin_ready = true;
 
     if (stdin_ready) {
@@ -77,10 +81,15 @@ int relay(comm::socket_stream& stream) {
         if (tls && is_timeout(e)) continue;
         throw;
       }
-      if (got == 0) return 0;  // orderly end (TLS: after the peer's close_notify)
+      if (got == 0) {  // orderly end (TLS: after the peer's close_notify)
+        if (tls) return 0;
+        socket_open = false;
+        continue;
+      }
       write_stdout(out.data(), got);
     }
   }
+  return 0;
 }
 
 }  // namespace commcat
