@@ -14,6 +14,7 @@
 #include "comm/stream.hpp"
 #include "comm/tls.hpp"
 #include "tls/engine.hpp"
+#include "tls/engine_pair.hpp"
 
 namespace {
 
@@ -120,22 +121,7 @@ TEST(Limits, ReadWithCheckingBoundHoldsWhenMaxReadIsLarger) {
 }
 
 // Two engines over memory.
-struct mem_end final : comm::detail::transport {
-  std::string* in;
-  std::string* out;
-  mem_end(std::string* i, std::string* o) : in(i), out(o) {}
-  comm::detail::io_result read(void* d, std::size_t n) override {
-    if (in->empty()) return {0, EAGAIN};
-    n = std::min(n, in->size());
-    std::memcpy(d, in->data(), n);
-    in->erase(0, n);
-    return {n, 0};
-  }
-  comm::detail::io_result write(const void* d, std::size_t n) override {
-    out->append(static_cast<const char*>(d), n);
-    return {n, 0};
-  }
-};
+using mem_end = comm_test::memory_end;
 
 struct pair_run {
   std::string c2s, s2c;

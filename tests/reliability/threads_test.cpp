@@ -14,28 +14,14 @@
 #include "comm/async.hpp"
 #include "comm/tls.hpp"
 #include "tls/engine.hpp"
+#include "tls/engine_pair.hpp"
 
 namespace {
 
 using comm::detail::tls_status;
 
 // A memory pipe between two engines (each thread has its own).
-struct mem_end final : comm::detail::transport {
-  std::string* in;
-  std::string* out;
-  mem_end(std::string* i, std::string* o) : in(i), out(o) {}
-  comm::detail::io_result read(void* d, std::size_t n) override {
-    if (in->empty()) return {0, EAGAIN};
-    n = std::min(n, in->size());
-    std::memcpy(d, in->data(), n);
-    in->erase(0, n);
-    return {n, 0};
-  }
-  comm::detail::io_result write(const void* d, std::size_t n) override {
-    out->append(static_cast<const char*>(d), n);
-    return {n, 0};
-  }
-};
+using mem_end = comm_test::memory_end;
 
 bool handshake_pair(const comm::ssl_abstract_context& client_ctx, const comm::ssl_abstract_context& server_ctx) {
   std::string c2s, s2c;
