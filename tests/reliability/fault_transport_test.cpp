@@ -3,7 +3,7 @@
 // The handshake and the data transfer must come out identical (sha256 of each direction) or fail
 // with the right error kind (a cut without close_notify is ssl_errc::truncated, never a clean end).
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
+#include "peers/test_data.hpp"
 
 #include <memory>
 #include <random>
@@ -23,22 +23,8 @@ using comm_reliability::byte_pipe;
 using comm_reliability::fault_plan;
 using comm_reliability::fault_transport;
 
-std::string sha256(const std::string& s) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_Digest(s.data(), s.size(), md, &len, EVP_sha256(), nullptr);
-  static const char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) out += hex[md[i] >> 4], out += hex[md[i] & 15];
-  return out;
-}
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
+using comm_test::random_bytes;
+using comm_test::sha256;
 
 const comm::demo_credentials& creds() {
   static const comm::demo_credentials c = comm::make_demo_credentials("localhost");

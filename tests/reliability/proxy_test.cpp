@@ -4,7 +4,7 @@
 // server-to-client direction (FIN or RST) after a chosen number of bytes. Echoes are compared by
 // sha256; a cut must surface as truncation (ssl_errc::truncated), never as a clean end.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
+#include "peers/test_data.hpp"
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -24,22 +24,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string sha256(const std::string& s) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_Digest(s.data(), s.size(), md, &len, EVP_sha256(), nullptr);
-  std::string out;
-  static const char hex[] = "0123456789abcdef";
-  for (unsigned i = 0; i < len; ++i) out += hex[md[i] >> 4], out += hex[md[i] & 15];
-  return out;
-}
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
+using comm_test::random_bytes;
+using comm_test::sha256;
 
 // Relays one connection at a time from its own port to `upstream_port`, in random pieces.
 class chunking_proxy {

@@ -8,7 +8,7 @@
 // the RSS baseline is taken after the first, and checked after the servers stopped).
 #include <gtest/gtest.h>
 #include <malloc.h>
-#include <openssl/evp.h>
+#include "peers/test_data.hpp"
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -58,22 +58,8 @@ long rss_kib() {
   return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-std::string sha256(const std::string& s) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_Digest(s.data(), s.size(), md, &len, EVP_sha256(), nullptr);
-  std::string out;
-  static const char hex[] = "0123456789abcdef";
-  for (unsigned i = 0; i < len; ++i) out += hex[md[i] >> 4], out += hex[md[i] & 15];
-  return out;
-}
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
+using comm_test::random_bytes;
+using comm_test::sha256;
 
 const comm::demo_credentials& creds() {
   static const comm::demo_credentials c = comm::make_demo_credentials("127.0.0.1");
