@@ -1,14 +1,14 @@
 // Bounded hostile-load soak against a TLS start_up_server, a plain start_up_server and a TLS async
 // acceptor, all on 127.0.0.1: well-behaved clients (plain and TLS, sha256-checked echoes) run while
 // hostile ones send garbage instead of a ClientHello, dribble a ClientHello byte by byte, stall
-// after it, reset mid-handshake and mid-record, send oversized records, and connect-and-close by
-// the thousand. Pass: every good byte echoed, every hostile connection ended by the server within
+// after it, reset mid-handshake and mid-record, send oversized records, ask a TLS 1.2 connection
+// to renegotiate, and connect-and-close by the thousand. Pass: every good byte echoed, every hostile connection ended by the server within
 // its bound, descriptors and threads back to their start values, RSS back within a bound.
 // COMM_SOAK_SECONDS=N repeats the rounds for about N seconds (default: two rounds, well under 60 s;
 // the RSS baseline is taken after the first, and checked after the servers stopped).
 #include <gtest/gtest.h>
 #include <malloc.h>
-#include "peers/test_data.hpp"
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -19,6 +19,8 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -27,6 +29,7 @@
 #include "comm/async.hpp"
 #include "comm/stream.hpp"
 #include "comm/tls.hpp"
+#include "peers/test_data.hpp"
 #include "tls/engine.hpp"
 
 namespace {
@@ -76,6 +79,19 @@ comm::ssl_abstract_context client_ctx() {
   comm::ssl_context_options o;
   o.trusted_pem = creds().ca_cert_pem;
   o.use_system_trusted = false;
+  return comm::create_ssl_client_context(std::move(o));
+}
+
+// An OpenSSL client limited to TLS 1.2 that may ask for renegotiation (comm's contexts refuse it;
+// the option is cleared on each connection natively).
+comm::ssl_abstract_context renegotiating_client_ctx() {
+  comm::ssl_context_options o;
+  o.implementation = comm::ssl_implementation::openssl;
+  o.trusted_pem = creds().ca_cert_pem;
+  o.use_system_trusted = false;
+  o.session_resumption = false;
+  o.protocol_version.max = comm::ssl_protocol_version::tls_v1_2;
+  o.openssl_ssl_configure_callback = [](comm::ssl_pointer s) { SSL_clear_options(s.ptr, SSL_OP_NO_RENEGOTIATION); };
   return comm::create_ssl_client_context(std::move(o));
 }
 
@@ -137,6 +153,9 @@ struct tally {
   std::atomic<int> good_ok{0}, good_failed{0}, hostile_ended{0}, hostile_hung{0};
   std::atomic<long long> good_bytes{0};
   std::atomic<int> connect_close{0};
+  // Renegotiation: refused (the connection ended) / ignored (still pending) / completed (must not).
+  std::atomic<int> reneg_refused{0}, reneg_ignored{0}, reneg_completed{0}, reneg_broken{0};
+  std::string reneg_example;  // how the first refused one ended
   std::mutex m;
   std::vector<std::string> failures;
   void fail(const std::string& s) {
@@ -234,6 +253,61 @@ void hostile_client(std::uint16_t port, hostile kind, const std::string& hello, 
       ++t.hostile_hung;
   } catch (const std::exception& e) {
     ++t.hostile_ended;  // refused or reset by the server: it ended the connection
+  }
+}
+
+// A TLS 1.2 client that echoes one line, asks to renegotiate, then writes and reads again. The
+// server must not renegotiate: it ends the connection (GnuTLS: fatal no_renegotiation alert) or
+// ignores the request (OpenSSL: a no_renegotiation warning, which the OpenSSL client then ends the
+// connection over). Anything else before the request is a failure of the server.
+void renegotiating_client(std::uint16_t port, std::uint64_t seed, tally& t) {
+  std::optional<comm::socket_stream> s;
+  try {
+    comm::open_tcp_stream_options o;
+    o.timeout = 10s;
+    o.read_timeout = 20s;
+    o.write_timeout = 20s;
+    o.ssl_ctx = renegotiating_client_ctx();
+    o.handshake_timeout = 20s;
+    s.emplace(comm::open_tcp_stream("127.0.0.1", std::to_string(port), std::move(o)));
+    const std::string line = "before " + std::to_string(seed) + "\n";
+    s->write_all(line);
+    s->flush();
+    std::string back(line.size(), '\0');
+    s->read_exact(back.data(), back.size());
+    if (back != line || comm::ssl_connection_protocol_version(*s) != comm::ssl_protocol_version::tls_v1_2) {
+      t.fail("renegotiating client: no TLS 1.2 echo before the request");
+      ++t.reneg_broken;
+      return;
+    }
+  } catch (const std::exception& e) {
+    t.fail(std::string("renegotiating client, before the request: ") + e.what());
+    ++t.reneg_broken;
+    return;
+  }
+  SSL* ssl = std::get<comm::ssl_pointer>(comm::ssl_connection_ssl_ref(*s)).ptr;
+  if (SSL_renegotiate(ssl) != 1) {
+    t.fail("renegotiating client: SSL_renegotiate refused locally");
+    ++t.reneg_broken;
+    return;
+  }
+  try {
+    const std::string line = "after\n";
+    s->write_all(line);
+    s->flush();
+    std::string back(line.size(), '\0');
+    s->read_exact(back.data(), back.size());
+    if (SSL_renegotiate_pending(ssl) == 1)
+      ++t.reneg_ignored;
+    else
+      ++t.reneg_completed;
+  } catch (const comm::socket_timeout_error& e) {
+    t.fail(std::string("renegotiating client: the server neither answered nor ended the connection: ") + e.what());
+    ++t.reneg_broken;
+  } catch (const comm::socket_error& e) {
+    ++t.reneg_refused;  // the TLS connection ended over the request (alert, close or reset)
+    std::lock_guard<std::mutex> l(t.m);
+    if (t.reneg_example.empty()) t.reneg_example = e.what();
   }
 }
 
@@ -355,6 +429,7 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
           for (int i = 0; i < 2; ++i)
             threads.emplace_back(hostile_client, port, static_cast<hostile>(kind), std::cref(hello), ++seed,
                                  std::ref(t), handshake_timeout);
+        for (int i = 0; i < 2; ++i) threads.emplace_back(renegotiating_client, port, ++seed, std::ref(t));
         threads.emplace_back(connect_and_close, port, 1000, std::ref(t));
         for (int i = 0; i < 12; ++i) threads.emplace_back(good_client, port, true, ++seed, std::ref(t));
       }
@@ -375,17 +450,22 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   malloc_trim(0);
   const long rss1 = rss_kib();
   std::printf("soak: %d rounds in %.1f s; good clients %d ok (%lld bytes echoed), %d failed; hostile %d ended by "
-              "the server, %d hung; %d connect-and-close; TLS handshake errors reported %d, handler errors %d; "
+              "the server, %d hung; renegotiation refused %d, ignored %d, completed %d; %d connect-and-close; TLS handshake errors reported %d, handler errors %d; "
               "fds %d -> %d, threads %d -> %d, RSS %ld -> %ld KiB\n",
               rounds, secs, t.good_ok.load(), t.good_bytes.load(), t.good_failed.load(), t.hostile_ended.load(),
-              t.hostile_hung.load(), t.connect_close.load(), tls_errors.load(), handler_errors.load(), fds0, fds1,
+              t.hostile_hung.load(), t.reneg_refused.load(), t.reneg_ignored.load(), t.reneg_completed.load(),
+              t.connect_close.load(), tls_errors.load(), handler_errors.load(), fds0, fds1,
               threads0, threads1, rss0, rss1);
+  if (!t.reneg_example.empty()) std::printf("soak: a refused renegotiation ended with: %s\n", t.reneg_example.c_str());
   for (const auto& f : t.failures) ADD_FAILURE() << f;
   EXPECT_EQ(t.good_failed.load(), 0);
   EXPECT_EQ(t.good_ok.load(), rounds * 36);
   EXPECT_EQ(t.good_bytes.load(), static_cast<long long>(rounds) * 36 * 65536);
   EXPECT_EQ(t.hostile_hung.load(), 0) << "a hostile connection outlived the handshake timeout + 5 s";
   EXPECT_EQ(t.hostile_ended.load(), rounds * 24);
+  EXPECT_EQ(t.reneg_completed.load(), 0) << "a server renegotiated";
+  EXPECT_EQ(t.reneg_broken.load(), 0);
+  EXPECT_EQ(t.reneg_refused.load() + t.reneg_ignored.load(), rounds * 4);
   EXPECT_EQ(t.connect_close.load(), rounds * 2000);
   EXPECT_EQ(fds1, fds0) << "descriptors leaked";
   EXPECT_EQ(threads1, threads0) << "threads leaked; now: " << thread_names();
