@@ -33,6 +33,22 @@ std::string context_operation(const ssl_context_options& options);
 // ssl_error(library_error) with gnutls_strerror(code).
 [[noreturn]] void library_failure(const std::string& what, int code, ssl_code_kind kind = ssl_code_kind::library);
 
+// Wipes a secret's whole buffer (up to the capacity, where older contents may linger) with a write
+// the compiler may not drop, then frees it.
+inline void wipe_secret(std::string& s) noexcept {
+  s.resize(s.capacity());  // never reallocates
+  gnutls_memset(s.data(), 0, s.size());
+  std::string().swap(s);
+}
+// The realised copy of the options keeps no key password, password callback or key PEM: the
+// credentials are made from the abstract context's options, which keep them for
+// reset_ssl_abstract_context, and GnuTLS keeps the decoded key in the credentials.
+inline void forget_secrets(ssl_context_options& o) noexcept {
+  wipe_secret(o.password);
+  wipe_secret(o.key_pem);
+  o.password_callback = nullptr;
+}
+
 // An abstract context realised for GnuTLS: certificate credentials (own identity, trust) and a
 // priority cache (versions, ciphers, groups). Shared by every connection of the context.
 class gnutls_context final : public backend_context {
@@ -42,7 +58,7 @@ class gnutls_context final : public backend_context {
   gnutls_context& operator=(const gnutls_context&) = delete;
   ~gnutls_context() override;
 
-  ssl_context_options options;  // a copy: callbacks must outlive the abstract context
+  ssl_context_options options;  // a copy (callbacks must outlive the abstract context), secrets removed
   ssl_side side = ssl_side::client;
   dh_params_ptr dh_params;       // referenced by the credentials: destroyed after them
   credentials_ptr credentials;

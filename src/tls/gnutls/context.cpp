@@ -12,6 +12,9 @@
 //  - openssl_* and apple configure callbacks belong to other implementations and do not run here,
 //    so one portable set of options can carry all of them.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -238,13 +241,44 @@ gnutls_datum_t datum(const std::string& s) {
   return {reinterpret_cast<unsigned char*>(const_cast<char*>(s.data())), static_cast<unsigned>(s.size())};
 }
 
-// Wipes a password copy when it goes out of scope.
+// Wipes a copy of a password or key when it goes out of scope.
 struct secret {
   std::string value;
-  ~secret() {
-    if (!value.empty()) gnutls_memset(value.data(), 0, value.size());
-  }
+  secret() = default;
+  secret(const secret&) = delete;
+  secret& operator=(const secret&) = delete;
+  ~secret() { wipe_secret(value); }
 };
+
+// A key file's text, read without stream buffers (which would be freed unwiped); `out` is wiped by
+// its owner.
+void read_key_file(const std::string& path, const std::string& what, std::string& out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ssl_error(ssl_errc::library_error, what + ": cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size) + 1);
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      gnutls_memset(buf, 0, sizeof buf);
+      ::close(fd);
+      if (n < 0) throw ssl_error(ssl_errc::library_error, what + ": cannot read " + path + ": " + std::strerror(err));
+      return;
+    }
+    if (out.size() + static_cast<std::size_t>(n) > out.capacity()) {
+      // Growing would free the old buffer unwiped: move through a wiped copy instead.
+      std::string bigger;
+      bigger.reserve(2 * (out.size() + static_cast<std::size_t>(n)));
+      bigger.append(out);
+      wipe_secret(out);
+      out.swap(bigger);
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
 
 void load_identity(gnutls_certificate_credentials_t cred, const ssl_context_options& o, const std::string& op) {
   const bool from_files = !o.cert_file.empty() || !o.key_file.empty();
@@ -255,7 +289,10 @@ void load_identity(gnutls_certificate_credentials_t cred, const ssl_context_opti
   const bool both_files = !o.cert_file.empty() && !o.key_file.empty();
   if (!both_files) {
     cert.value = !o.cert_pem.empty() ? o.cert_pem : read_file(o.cert_file, op);
-    key.value = !o.key_pem.empty() ? o.key_pem : read_file(o.key_file, op);
+    if (!o.key_pem.empty())
+      key.value = o.key_pem;
+    else
+      read_key_file(o.key_file, op, key.value);
   }
   const std::string source =
       both_files ? "certificate file " + o.cert_file + " and key file " + o.key_file
@@ -325,6 +362,7 @@ std::shared_ptr<gnutls_context> realize_context(const ssl_context_options& optio
   const std::string op = context_operation(options);
   auto c = std::make_shared<gnutls_context>();
   c->options = options;
+  forget_secrets(c->options);  // the credentials are made from `options` below
   c->side = side;
 
   const std::string prio = priority_string(options, side, op);

@@ -94,7 +94,11 @@ std::string gnutls_engine::server_name() const {
 void gnutls_engine::read_certificates(const std::string& key_file, const read_certificates_options& options) {
   if (!session_) throw ssl_failure(ssl_errc::invalid_argument, "ssl_connection_read_certificates: no TLS role chosen yet");
   // New credentials for this session only: the identity read now plus the context's trust.
-  ssl_context_options o;
+  struct wiped_options {
+    ssl_context_options o;
+    ~wiped_options() { forget_secrets(o); }  // the password copy, also when loading throws
+  } holder;
+  ssl_context_options& o = holder.o;
   if (active_ != nullptr) o = active_->options;
   o.cert_pem.clear();
   o.key_pem.clear();

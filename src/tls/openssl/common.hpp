@@ -2,6 +2,7 @@
 // RAII handles, the realised context, error-queue and verification helpers.
 #pragma once
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -46,11 +47,26 @@ struct engine_state {
 int engine_state_index();
 engine_state* state_of(const SSL* ssl) noexcept;
 
+// Wipes a secret's whole buffer (up to the capacity, where older contents may linger) with a write
+// the compiler may not drop, then frees it.
+inline void wipe_secret(std::string& s) noexcept {
+  s.resize(s.capacity());  // never reallocates
+  OPENSSL_cleanse(s.data(), s.size());
+  std::string().swap(s);
+}
+// The realised copy of the options keeps no key password, password callback or key PEM: the key is
+// loaded from the abstract context's options, which keep them for reset_ssl_abstract_context.
+inline void forget_secrets(ssl_context_options& o) noexcept {
+  wipe_secret(o.password);
+  wipe_secret(o.key_pem);
+  o.password_callback = nullptr;
+}
+
 // An SSL_CTX realised from an abstract context's options (or a default for a keyword).
 class openssl_context final : public backend_context {
  public:
   ctx_ptr ctx;
-  ssl_context_options options;  // a copy: callbacks must outlive the abstract context
+  ssl_context_options options;  // a copy (callbacks must outlive the abstract context), secrets removed
   ssl_side side = ssl_side::client;
   std::vector<unsigned char> alpn_wire;  // length-prefixed protocol list
 

@@ -212,8 +212,8 @@ std::vector<unsigned char> alpn_wire(const std::vector<std::string>& protocols, 
   return wire;
 }
 
-void load_identity(openssl_context& c, const std::string& op) {
-  const auto& o = c.options;
+// From the abstract context's options `o`: the realised copy has no key password or key PEM.
+void load_identity(openssl_context& c, const ssl_context_options& o, const std::string& op) {
   SSL_CTX* ctx = c.ctx.get();
   if (!o.cert_file.empty()) {
     if (SSL_CTX_use_certificate_chain_file(ctx, o.cert_file.c_str()) != 1)
@@ -291,6 +291,7 @@ std::shared_ptr<openssl_context> realize_context(const ssl_context_options& opti
   ERR_clear_error();
   auto c = std::make_shared<openssl_context>();
   c->options = options;
+  forget_secrets(c->options);  // the key is read from `options` below; nothing needs them later
   c->side = side;
   c->ctx.reset(SSL_CTX_new(TLS_method()));
   if (!c->ctx) library_failure(op + ": SSL_CTX_new");
@@ -320,7 +321,7 @@ std::shared_ptr<openssl_context> realize_context(const ssl_context_options& opti
   if (!options.groups.empty() && SSL_CTX_set1_groups_list(ctx, options.groups.c_str()) != 1)
     invalid(op, "option groups: cannot use '" + options.groups + "'");
 
-  load_identity(*c, op);
+  load_identity(*c, options, op);
   load_trust(*c, op);
   load_crls(*c, op);
   if (!options.dh_file.empty()) {
