@@ -61,7 +61,10 @@ std::string state_impl::peer_text() const {
   return "descriptor " + std::to_string(sock_.get());
 }
 
-void state_impl::on_events(std::uint32_t) { drive(); }
+void state_impl::on_events(std::uint32_t events) {
+  input_.on_edge(events);
+  drive();
+}
 
 void state_impl::schedule_drive() {
   if (drive_scheduled_ || coll_ == nullptr) return;

@@ -12,7 +12,7 @@
 #include <variant>
 
 #include "async/collection.hpp"
-#include "tls/socket_transport.hpp"
+#include "async/loop_transport.hpp"
 
 namespace comm::detail {
 
@@ -63,31 +63,8 @@ struct ssl_op {
   timer_token timer;
 };
 
-// The engine's transport, recording whether the socket really said EAGAIN. With edge-triggered
-// epoll, waiting is only safe after that: an engine may report want_input after handling a
-// record (a session ticket, a key update) without having drained the socket, and then no new
-// edge would ever come.
-class loop_transport final : public transport {
- public:
-  explicit loop_transport(int fd) noexcept : inner_(fd) {}
-  io_result read(void* data, std::size_t size) override {
-    io_result r = inner_.read(data, size);
-    if (r.would_block()) blocked = true;
-    return r;
-  }
-  io_result write(const void* data, std::size_t size) override {
-    io_result r = inner_.write(data, size);
-    if (r.would_block()) blocked = true;
-    return r;
-  }
-  bool blocked = false;
-
- private:
-  socket_transport inner_;
-};
-
 struct tls_part {
-  explicit tls_part(int fd) : transport(fd) {}
+  tls_part(int fd, input_readiness& input) : transport(fd, input) {}
   loop_transport transport;  // the engine keeps a reference: declared first, destroyed last
   std::unique_ptr<tls_engine> engine;
   bool registered = false;
@@ -147,6 +124,7 @@ class state_impl final : public async_io_state, public loop_member {
   std::size_t max_read_, max_buffer_, max_queued_;
   bool queue_output_ = false;
   bool drive_scheduled_ = false;
+  input_readiness input_;
 
   std::unique_ptr<std::byte[]> buf_;
   std::size_t buf_cap_ = 0, buf_begin_ = 0, buf_end_ = 0;
@@ -168,6 +146,7 @@ class state_impl final : public async_io_state, public loop_member {
   // TLS (tls.cpp).
   void attach_engine(std::unique_ptr<tls_engine> engine);
   void drop_tls() noexcept;
+  void hand_buffered_to_tls();
   bool step_ssl();
   void finish_ssl(std::exception_ptr error);
   void ssl_timed_out();

@@ -28,15 +28,10 @@ io_step state_impl::read_some(std::byte* p, std::size_t n) {
     schedule_drive();
     return {io_step::would_block, 0, nullptr};
   }
-  for (;;) {
-    ssize_t r = ::recv(sock_.get(), p, n, MSG_DONTWAIT);
-    if (r > 0) return {io_step::data, static_cast<std::size_t>(r), nullptr};
-    if (r == 0) return {io_step::eof, 0, nullptr};
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e == EAGAIN || e == EWOULDBLOCK) return {io_step::would_block, 0, nullptr};
-    return {io_step::error, 0, io_error({e, std::generic_category()}, "read from " + peer_text(), this)};
-  }
+  io_result r = input_.recv(sock_.get(), p, n);
+  if (r.error == 0) return r.bytes > 0 ? io_step{io_step::data, r.bytes, nullptr} : io_step{io_step::eof, 0, nullptr};
+  if (r.would_block()) return {io_step::would_block, 0, nullptr};
+  return {io_step::error, 0, io_error({r.error, std::generic_category()}, "read from " + peer_text(), this)};
 }
 
 io_step state_impl::write_some(const std::byte* p, std::size_t n) {
@@ -111,6 +106,7 @@ bool state_impl::deliver_checking(std::span<const std::byte> data, bool from_scr
   op->discarded = 0;
   op->shown = data.size();
   calling_ = op.get();
+  const bool had_tls = tls_ != nullptr;
   auto& cb = (status != io_status::ok && op->checking_err) ? op->checking_err : op->checking_cb;
   if (cb) c->guarded([&] { cb(*this, data); });
   calling_ = nullptr;
@@ -120,6 +116,7 @@ bool state_impl::deliver_checking(std::span<const std::byte> data, bool from_scr
   else
     buf_begin_ += consumed;
   old_length_ = data.size() - consumed;
+  if (!had_tls && tls_) hand_buffered_to_tls();  // TLS attached by the callback (STARTTLS)
   release_buffer_if_empty();
   bool ended = op->finished || status != io_status::ok || coll_ == nullptr;
   if (ended) {

@@ -15,6 +15,17 @@ void state_impl::attach_engine(std::unique_ptr<tls_engine> engine) {
   tls_->registered = true;
 }
 
+// Bytes already read from the socket when TLS is attached (a STARTTLS peer that sent its
+// ClientHello right after the command) are the start of the TLS stream: the engine reads them
+// first. Called at attach and, for an attach inside a read_with_checking callback, once the
+// callback has returned and the bytes it left are buffered.
+void state_impl::hand_buffered_to_tls() {
+  if (!tls_ || buffered() == 0) return;
+  tls_->transport.put_back(buf_.get() + buf_begin_, buffered());
+  buf_begin_ = buf_end_;
+  release_buffer_if_empty();
+}
+
 void state_impl::drop_tls() noexcept {
   if (!tls_) return;
   if (tls_->registered && tls_->engine) unregister_connection(tls_->engine->native());
@@ -34,6 +45,12 @@ void state_impl::start_ssl(ssl_op_kind kind, ssl_callback cb, std::optional<mill
 void state_impl::finish_ssl(std::exception_ptr error) {
   auto op = std::move(ssl_);
   coll_->cancel_timer(op->timer);
+  if (op->kind == ssl_op_kind::detach && !error && tls_) {
+    // What followed the peer's close_notify is plain data: it goes after what was read before.
+    auto rest = tls_->transport.unread();
+    append_buffered(rest.data(), rest.size());
+    tls_->transport.clear_unread();
+  }
   if (op->kind == ssl_op_kind::detach || error) drop_tls();
   if (error && read_status_ == io_status::ok) {
     read_status_ = io_status::error;
@@ -143,7 +160,7 @@ void async_io_state_attach_ssl(async_io_state& state, attach_ssl_options options
   params.ctx_configure = std::move(options.ctx_configure_callback);
   params.ssl_configure = std::move(options.ssl_configure_callback);
   params.owner = &s;
-  auto part = std::make_unique<detail::tls_part>(s.sock_.get());
+  auto part = std::make_unique<detail::tls_part>(s.sock_.get(), s.input_);
   std::unique_ptr<detail::tls_engine> engine;
   try {
     engine = detail::make_engine(std::move(options.ssl_ctx), params, part->transport);
@@ -157,6 +174,7 @@ void async_io_state_attach_ssl(async_io_state& state, attach_ssl_options options
     return;
   }
   s.tls_ = std::move(part);
+  s.hand_buffered_to_tls();
   s.attach_engine(std::move(engine));
   if (options.defer_handshake) {
     c.defer([st = s.self(), cb = std::move(callback)] {

@@ -356,6 +356,69 @@ TEST_P(AsyncTls, AsyncClientAgainstPythonSsl) {
   EXPECT_EQ(py.wait_for(R"(^VERSION (\S+)$)"), "TLSv1.3");
 }
 
+// The peer decides what shares one segment: "STARTTLS\r\n" with its ClientHello, and later an
+// application record, its close_notify and plain bytes together. Bytes the state read past the
+// command line must reach TLS, and bytes the TLS transport read past the close_notify must come
+// back as plain data after the detach.
+TEST_P(AsyncTls, StartTlsCommandAndTrailingPlainDataShareSegmentsWithTls) {
+  loop_thread lt("starttls server");
+  waiter w;
+  std::vector<std::string> events;
+  auto note = [&](std::string e) { w.notify([&] { events.push_back(std::move(e)); }); };
+  auto ctx = server_ctx(GetParam());
+  auto handle = lt.call([&] {
+    comm::accept_options o;
+    o.address = "127.0.0.1";
+    o.read_timeout = std::chrono::seconds(10);
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *lt, "0",
+        [&](comm::accepting_handle&, comm::async_io_state& s) {
+          comm::async_io_state_read_with_checking(s, [&](comm::async_io_state& st, std::span<const std::byte> d) {
+            std::string text = text_of(d);
+            if (st.read_status() != comm::io_status::ok) return note("plain read failed");
+            if (text.find("\r\n") == std::string::npos) return;
+            note("command " + text.substr(0, text.find("\r\n")));
+            comm::async_io_state_finish(st, text.find("\r\n") + 2);  // the ClientHello stays buffered
+            comm::attach_ssl_options so;
+            so.ssl_ctx = ctx;
+            so.ssl_side = comm::ssl_side::server;
+            comm::async_io_state_attach_ssl(st, std::move(so), [&](comm::async_io_state& s2, std::exception_ptr e) {
+              if (e) return note("handshake failed: " + what_of(e));
+              comm::async_io_state_read_with_checking(s2, [&](comm::async_io_state& s3, std::span<const std::byte> d2) {
+                if (s3.read_status() != comm::io_status::ok) return note("tls read failed: " + what_of(s3.read_error()));
+                if (d2.size() < 6) return;
+                note("tls " + text_of(d2));
+                comm::async_io_state_finish(s3, d2.size());
+                comm::async_io_state_detach_ssl(s3, [&](comm::async_io_state& s4, std::exception_ptr e4) {
+                  if (e4) return note("detach failed: " + what_of(e4));
+                  comm::async_io_state_read_with_checking(s4, [&](comm::async_io_state& s5, std::span<const std::byte> d3) {
+                    if (s5.read_status() != comm::io_status::ok) return note("plain read failed");
+                    if (d3.size() < 9) return;
+                    std::string got = text_of(d3);
+                    note("plain " + got);
+                    comm::async_io_state_finish(s5, d3.size());
+                    comm::async_io_state_write_buffer(s5, "ok:" + got, [](comm::async_io_state& s6, std::size_t) {
+                      comm::close_async_io_state(s6);
+                    });
+                  });
+                });
+              });
+            });
+          });
+        },
+        std::move(o));
+  });
+  comm_test::peer_process py({"python3", "-u", std::string(COMM_SOURCE_DIR) + "/tests/async/starttls_peer.py",
+                              std::to_string(handle->local_port()), pki().ca_file});
+  EXPECT_EQ(py.wait_for(R"(^(?:PLAIN|ERROR) (.*)$)", std::chrono::seconds(20)), "ok:after-tls") << py.output();
+  ASSERT_TRUE(w.wait([&] { return events.size() >= 3; })) << testing::PrintToString(events);
+  EXPECT_EQ(events, (std::vector<std::string>{"command STARTTLS", "tls secret", "plain after-tls"}));
+  lt.call([&] {
+    comm::close_accepting_handle(*handle);
+    return 0;
+  });
+}
+
 TEST_P(AsyncTls, HostileClientsDoNotDisturbGoodOnes) {
   // Long enough for every good handshake on a loaded (sanitized, 2-core) machine.
   echo_server server(server_ctx(GetParam()), std::chrono::milliseconds(2000));

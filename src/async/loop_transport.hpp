@@ -1,0 +1,126 @@
+// The socket under an async_io_state, as the loop sees it: whether the input is known to be
+// drained until the next epoll edge, and (for TLS) the engine's transport with a read-ahead.
+#pragma once
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+
+#include "tls/engine.hpp"
+
+namespace comm::detail {
+
+// The socket is registered edge-triggered. After a recv that returned fewer bytes than asked
+// for, the receive queue was empty, so any byte that arrives later brings a new edge: the next
+// read can wait for it instead of spending a recv on EAGAIN (nginx does the same). The one
+// exception is the end of the stream: a FIN that came with the last data brings no edge of its
+// own after the read, so once epoll has reported EPOLLRDHUP every read goes to the socket.
+struct input_readiness {
+  bool drained = false;    // wait for the next edge before reading the socket again
+  bool eof_seen = false;   // EPOLLRDHUP / EPOLLHUP / EPOLLERR reported: never assume drained
+
+  // An edge reports the socket's whole state at that moment: without EPOLLIN nothing had arrived
+  // (bytes arriving later bring an edge of their own).
+  void on_edge(std::uint32_t events) noexcept {
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) drained = false;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) eof_seen = true;
+  }
+  // Non-blocking recv that keeps `drained` up to date; EAGAIN without a system call when drained.
+  io_result recv(int fd, void* data, std::size_t size) noexcept {
+    if (drained) return {0, EAGAIN};
+    for (;;) {
+      ssize_t n = ::recv(fd, data, size, MSG_DONTWAIT);
+      if (n > 0) {
+        if (static_cast<std::size_t>(n) < size && !eof_seen) drained = true;
+        return {static_cast<std::size_t>(n), 0};
+      }
+      if (n == 0) return {0, 0};
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        drained = true;
+        return {0, EAGAIN};
+      }
+      return {0, errno};
+    }
+  }
+};
+
+// The TLS engine's transport on the loop. It records whether the socket really said EAGAIN:
+// with edge-triggered epoll, waiting is only safe after that (an engine may report want_input
+// after handling a record, a session ticket or a key update, without having drained the socket,
+// and then no new edge would ever come). Small reads go through a read-ahead: OpenSSL asks for
+// a 5-byte record header and then the body, and one recv serves both (and often the records
+// after). The buffer is allocated while it holds bytes and freed when empty, so an idle
+// connection keeps none. Bytes still in it when TLS is detached are plain data that followed the
+// close_notify: take_unread() hands them back to the state.
+class loop_transport final : public transport {
+ public:
+  static constexpr std::size_t read_ahead_size = 16 * 1024;
+
+  loop_transport(int fd, input_readiness& input) noexcept : fd_(fd), input_(input) {}
+
+  io_result read(void* data, std::size_t size) override {
+    if (left() == 0) {
+      if (size >= read_ahead_size) return note(input_.recv(fd_, data, size));
+      if (!ahead_) ahead_ = std::make_unique_for_overwrite<std::byte[]>(read_ahead_size);
+      io_result r = note(input_.recv(fd_, ahead_.get(), read_ahead_size));
+      if (r.error != 0 || r.bytes == 0) {
+        ahead_.reset();
+        return r;
+      }
+      pos_ = 0;
+      end_ = r.bytes;
+    }
+    std::size_t n = std::min(size, left());
+    std::memcpy(data, ahead_.get() + pos_, n);
+    pos_ += n;
+    if (left() == 0) ahead_.reset();
+    return {n, 0};
+  }
+  io_result write(const void* data, std::size_t size) override {
+    for (;;) {
+      ssize_t n = ::send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) return {static_cast<std::size_t>(n), 0};
+      if (errno == EINTR) continue;
+      return note({0, errno});
+    }
+  }
+
+  // Bytes the engine has not taken yet: first in line for the engine, or after a detach, for
+  // the plain reader.
+  void put_back(const std::byte* p, std::size_t n) {
+    if (n == 0) return;
+    auto b = std::make_unique_for_overwrite<std::byte[]>(std::max(n + left(), read_ahead_size));
+    std::memcpy(b.get(), p, n);
+    if (left() > 0) std::memcpy(b.get() + n, ahead_.get() + pos_, left());
+    end_ = n + left();
+    pos_ = 0;
+    ahead_ = std::move(b);
+  }
+  std::span<const std::byte> unread() const noexcept { return {ahead_.get() + pos_, left()}; }
+  void clear_unread() noexcept {
+    ahead_.reset();
+    pos_ = end_ = 0;
+  }
+  std::size_t left() const noexcept { return end_ - pos_; }
+
+  bool blocked = false;
+
+ private:
+  io_result note(io_result r) noexcept {
+    if (r.would_block()) blocked = true;
+    return r;
+  }
+  int fd_;
+  input_readiness& input_;
+  std::unique_ptr<std::byte[]> ahead_;
+  std::size_t pos_ = 0, end_ = 0;
+};
+
+}  // namespace comm::detail
