@@ -212,9 +212,13 @@ struct ssl_context_options {
   std::optional<bool> use_system_trusted{};  // none: client yes unless another trust source is given
   // Certificate revocation lists (PEM; a file or text may hold several). When one is given, the
   // peer's own certificate must not be revoked by a CRL of its issuer: ssl_verification_failure
-  // with verify_reason::revoked. OpenSSL then also wants a CRL from the issuer of the peer's
-  // certificate (else verify_reason::other, "unable to get certificate CRL"); GnuTLS checks the
-  // CRLs it has. Intermediates are not checked against CRLs.
+  // with verify_reason::revoked. Both implementations then also want a CRL from the issuer of the
+  // peer's certificate, signed by it and in force (else ssl_verification_failure with
+  // verify_reason::other "unable to get certificate CRL" or "CRL signature failure",
+  // verify_reason::expired "CRL has expired", verify_reason::not_yet_valid "CRL is not yet
+  // valid"). Only the peer's own certificate is checked (OpenSSL's X509_V_FLAG_CRL_CHECK, not
+  // X509_V_FLAG_CRL_CHECK_ALL), with both implementations: intermediates are not checked against
+  // CRLs, need none, and a CRL revoking an intermediate has no effect.
   std::string crl_file{};
   std::string crl_pem{};
   // Verification: default client = required (chain + host name), server = none.

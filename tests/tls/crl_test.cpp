@@ -47,19 +47,22 @@ std::unique_ptr<X509, x509_free_t> read_cert(const std::string& pem) {
   return c;
 }
 
-// A CRL issued by `ca` (valid from an hour ago for a week) revoking the certificates in `revoked`.
-std::string make_crl(const policy_cert& ca, const std::vector<const policy_cert*>& revoked) {
+// A CRL issued by `ca` (in force from `from` to `until`, both in seconds from now) revoking the certificates in
+// `revoked`, signed with the key of `signer` (default: the CA's own).
+std::string make_crl(const policy_cert& ca, const std::vector<const policy_cert*>& revoked, long from = -3600,
+                     long until = 7 * 24 * 3600, const policy_cert* signer = nullptr) {
   auto ca_cert = read_cert(ca.cert_pem);
-  bio_ptr kbio(BIO_new_mem_buf(ca.key_pem.data(), static_cast<int>(ca.key_pem.size())));
+  const std::string& signing_key = (signer ? *signer : ca).key_pem;
+  bio_ptr kbio(BIO_new_mem_buf(signing_key.data(), static_cast<int>(signing_key.size())));
   std::unique_ptr<EVP_PKEY, pkey_free_t> key(PEM_read_bio_PrivateKey(kbio.get(), nullptr, nullptr, nullptr));
   check(key != nullptr, "read CA key");
   std::unique_ptr<X509_CRL, crl_free_t> crl(X509_CRL_new());
   check(crl != nullptr, "X509_CRL_new");
   X509_CRL_set_version(crl.get(), 1);  // v2
   X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca_cert.get()));
-  ASN1_TIME* t = X509_gmtime_adj(nullptr, -3600);
+  ASN1_TIME* t = X509_gmtime_adj(nullptr, from);
   X509_CRL_set1_lastUpdate(crl.get(), t);
-  X509_gmtime_adj(t, 7 * 24 * 3600);
+  X509_gmtime_adj(t, until);
   X509_CRL_set1_nextUpdate(crl.get(), t);
   for (const policy_cert* r : revoked) {
     auto cert = read_cert(r->cert_pem);
@@ -85,6 +88,21 @@ struct crl_pki {
   policy_cert other = leaf(ca, "crl test other");
   std::string crl_revoking_server = make_crl(ca, {&server});
   std::string crl_revoking_other = make_crl(ca, {&other});
+  // A CA that has nothing to do with the server, and its (empty) CRL.
+  policy_cert unrelated_ca = make_policy_cert(policy_ca_spec("crl test unrelated CA"), nullptr);
+  std::string unrelated_crl = make_crl(unrelated_ca, {});
+  // The right issuer name, signed by another key; and the right CA's CRL, out of its period.
+  policy_cert impostor = make_policy_cert(policy_ca_spec("crl test CA"), nullptr);
+  std::string forged_crl = make_crl(ca, {}, -3600, 7 * 24 * 3600, &impostor);
+  std::string forged_crl_revoking_server = make_crl(ca, {&server}, -3600, 7 * 24 * 3600, &impostor);
+  std::string expired_crl = make_crl(ca, {}, -14 * 24 * 3600, -7 * 24 * 3600);
+  std::string future_crl = make_crl(ca, {}, 24 * 3600, 7 * 24 * 3600);
+  // A server certificate issued by an intermediate CA under `ca`.
+  policy_cert intermediate = make_policy_cert(policy_ca_spec("crl test intermediate"), &ca);
+  policy_cert chained_server = leaf(intermediate, "crl test chained server");
+  std::string root_crl_revoking_intermediate = make_crl(ca, {&intermediate});
+  std::string intermediate_crl = make_crl(intermediate, {});
+  std::string intermediate_crl_revoking_server = make_crl(intermediate, {&chained_server});
 
   static policy_cert leaf(const policy_cert& ca, const std::string& cn) {
     comm_test::policy_cert_spec s;
@@ -121,6 +139,7 @@ struct verdict {
   bool verification_failure = false;
   verify_reason reason = verify_reason::other;
   std::string what;
+  comm::verify_result after;  // ssl_connection_verify once connected
 };
 
 class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
@@ -128,10 +147,19 @@ class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
   // The OpenSSL comm server presents pki().server; the client under test trusts the CA and uses
   // the given CRL options.
   verdict connect(const std::string& crl_file, const std::string& crl_pem) {
+    return connect_to(pki().server.cert_pem, pki().server.key_pem, crl_file, crl_pem);
+  }
+  // The same with the chained server (leaf, then the intermediate).
+  verdict connect_chained(const std::string& crl_pem) {
+    return connect_to(pki().chained_server.cert_pem + pki().intermediate.cert_pem, pki().chained_server.key_pem, {},
+                      crl_pem);
+  }
+  verdict connect_to(const std::string& cert_pem, const std::string& key_pem, const std::string& crl_file,
+                     const std::string& crl_pem, comm::verify_callback callback = {}) {
     comm::ssl_context_options so;
     so.implementation = comm::ssl_implementation::openssl;  // the server side is not under test
-    so.cert_pem = pki().server.cert_pem;
-    so.key_pem = pki().server.key_pem;
+    so.cert_pem = cert_pem;
+    so.key_pem = key_pem;
     comm::server_options opts;
     opts.address = "127.0.0.1";
     opts.ssl_ctx = comm::create_ssl_server_context(std::move(so));
@@ -155,6 +183,7 @@ class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
       co.session_resumption = false;
       co.crl_file = crl_file;
       co.crl_pem = crl_pem;
+      co.verify_callback = std::move(callback);
       auto client_ctx = comm::create_ssl_client_context(std::move(co));
       comm::connect_options c;
       c.timeout = 5s;
@@ -172,6 +201,7 @@ class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
       s.flush();
       auto line = s.read_line();
       v.ok = line && *line == "ping";
+      v.after = comm::ssl_connection_verify(s);
       v.reason = verify_reason::ok;
     } catch (const comm::ssl_verification_failure& e) {
       v.verification_failure = true;
@@ -188,6 +218,14 @@ class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
     EXPECT_FALSE(v.ok) << "a revoked certificate was accepted";
     EXPECT_TRUE(v.verification_failure) << v.what;
     EXPECT_EQ(v.reason, verify_reason::revoked) << "got " << comm::to_string(v.reason) << ": " << v.what;
+  }
+
+  // Refused as OpenSSL refuses it: verify_reason `reason` and OpenSSL's text for the case.
+  void expect_refused(const verdict& v, verify_reason reason, const std::string& text) {
+    EXPECT_FALSE(v.ok) << "accepted";
+    EXPECT_TRUE(v.verification_failure) << v.what;
+    EXPECT_EQ(v.reason, reason) << "got " << comm::to_string(v.reason) << ": " << v.what;
+    EXPECT_NE(v.what.find("certificate verify failed: " + text), std::string::npos) << v.what;
   }
 };
 
@@ -211,6 +249,66 @@ TEST_P(Crl, CrlRevokingAnotherSerialAcceptsTheServer) {
   temp_file f(pki().crl_revoking_other);
   verdict w = connect(f.path, {});
   EXPECT_TRUE(w.ok) << w.what;
+}
+
+
+// Once CRLs are given, the issuer of the peer's certificate must have one among them (OpenSSL's
+// X509_V_FLAG_CRL_CHECK; GnuTLS made to agree).
+TEST_P(Crl, CrlOnlyFromAnUnrelatedCaRefusesTheServer) {
+  expect_refused(connect({}, pki().unrelated_crl), verify_reason::other, "unable to get certificate CRL");
+  temp_file f(pki().unrelated_crl);
+  expect_refused(connect(f.path, {}), verify_reason::other, "unable to get certificate CRL");
+}
+
+TEST_P(Crl, CrlFromTheIssuerBesideAnUnrelatedOneAcceptsTheServer) {
+  verdict v = connect({}, pki().unrelated_crl + pki().crl_revoking_other);
+  EXPECT_TRUE(v.ok) << v.what;
+  temp_file f(pki().unrelated_crl);
+  verdict w = connect(f.path, pki().crl_revoking_other);
+  EXPECT_TRUE(w.ok) << w.what;
+}
+
+TEST_P(Crl, RevokedByTheIssuersCrlBesideAnUnrelatedOne) {
+  expect_revoked(connect({}, pki().unrelated_crl + pki().crl_revoking_server));
+}
+
+TEST_P(Crl, CrlWithTheIssuersNameButAnotherSignatureRefusesTheServer) {
+  expect_refused(connect({}, pki().forged_crl), verify_reason::other, "CRL signature failure");
+  // A forged CRL revokes nothing.
+  expect_refused(connect({}, pki().forged_crl_revoking_server), verify_reason::other, "CRL signature failure");
+}
+
+// A verify callback sees the same verdict, and ssl_connection_verify tells it after accepting.
+TEST_P(Crl, VerifyCallbackSeesTheMissingCrl) {
+  comm::verify_result seen;
+  verdict v = connect_to(pki().server.cert_pem, pki().server.key_pem, {}, pki().unrelated_crl,
+                         [&seen](comm::ssl_connection&, const comm::verify_result& r) {
+                           seen = r;
+                           return true;
+                         });
+  EXPECT_TRUE(v.ok) << v.what;
+  EXPECT_FALSE(seen.ok);
+  EXPECT_EQ(seen.reason, verify_reason::other);
+  EXPECT_EQ(seen.message, "unable to get certificate CRL");
+  EXPECT_FALSE(v.after.ok);
+  EXPECT_EQ(v.after.message, "unable to get certificate CRL");
+}
+
+TEST_P(Crl, IssuersCrlOutOfItsPeriodRefusesTheServer) {
+  expect_refused(connect({}, pki().expired_crl), verify_reason::expired, "CRL has expired");
+  expect_refused(connect({}, pki().future_crl), verify_reason::not_yet_valid, "CRL is not yet valid");
+}
+
+// Only the leaf is checked: its issuer is the intermediate, whose own revocation (by the root's
+// CRL) is not looked at, and the root needs no CRL.
+TEST_P(Crl, ChainedServerNeedsTheIntermediatesCrlOnly) {
+  verdict v = connect_chained(pki().intermediate_crl);
+  EXPECT_TRUE(v.ok) << v.what;
+  expect_refused(connect_chained(pki().root_crl_revoking_intermediate), verify_reason::other,
+                 "unable to get certificate CRL");
+  verdict w = connect_chained(pki().root_crl_revoking_intermediate + pki().intermediate_crl);
+  EXPECT_TRUE(w.ok) << "intermediates are not checked against CRLs: " << w.what;
+  expect_revoked(connect_chained(pki().intermediate_crl_revoking_server));
 }
 
 TEST_P(Crl, CrlFileThatDoesNotExistIsAnErrorAtCreation) {

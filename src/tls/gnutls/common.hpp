@@ -23,6 +23,7 @@ using credentials_ptr = std::unique_ptr<gnutls_certificate_credentials_st,
                                         deleter<gnutls_certificate_credentials_t, gnutls_certificate_free_credentials>>;
 using session_ptr = std::unique_ptr<gnutls_session_int, deleter<gnutls_session_t, gnutls_deinit>>;
 using crt_ptr = std::unique_ptr<gnutls_x509_crt_int, deleter<gnutls_x509_crt_t, gnutls_x509_crt_deinit>>;
+using crl_ptr = std::unique_ptr<gnutls_x509_crl_int, deleter<gnutls_x509_crl_t, gnutls_x509_crl_deinit>>;
 using priority_ptr = std::unique_ptr<std::remove_pointer_t<gnutls_priority_t>, deleter<gnutls_priority_t, gnutls_priority_deinit>>;
 using dh_params_ptr = std::unique_ptr<std::remove_pointer_t<gnutls_dh_params_t>, deleter<gnutls_dh_params_t, gnutls_dh_params_deinit>>;
 
@@ -65,6 +66,7 @@ class gnutls_context final : public backend_context {
   priority_ptr priority;
   gnutls_datum_t ticket_key{};   // server session tickets; made at realisation
   std::vector<gnutls_datum_t> alpn;  // points into options.alpn_protocols
+  std::vector<crl_ptr> crls;  // crl_file / crl_pem parsed again: the credentials cannot list theirs
 
   ssl_ctx_ref native() const noexcept override { return gnutls_credentials_ref{credentials.get()}; }
   peer_verification verify_mode() const noexcept {
@@ -89,8 +91,10 @@ std::unique_ptr<tls_engine> make_gnutls_engine(std::shared_ptr<gnutls_context> c
                                                transport& t);
 std::unique_ptr<tls_engine> make_adopted_engine(session_ptr session, const engine_params& params, transport& t);
 
-// Verification: the peer's chain against the session's trust, the host name (or IP SAN) and purpose.
-verify_result verify_session(gnutls_session_t session, const std::string& host_name, ssl_side side);
+// Verification: the peer's chain against the session's trust, the host name (or IP SAN) and purpose;
+// with `crls` non-empty also that the leaf's issuer has a CRL among them (as OpenSSL requires).
+verify_result verify_session(gnutls_session_t session, const std::string& host_name, ssl_side side,
+                             const std::vector<crl_ptr>* crls = nullptr);
 verify_result verify_result_from_status(gnutls_session_t session, unsigned status);
 std::vector<certificate_data> peer_certificates_data(gnutls_session_t session);
 std::vector<native_certificate> copy_peer_certificates(gnutls_session_t session);

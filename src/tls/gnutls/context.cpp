@@ -387,6 +387,7 @@ std::shared_ptr<gnutls_context> realize_context(const ssl_context_options& optio
       library_failure(op + ": cannot use DH parameters from " + options.dh_file, rc);
   }
   c->credentials = make_credentials(options, side, op);
+  c->crls = read_crls(options, op);
   if (c->dh_params) gnutls_certificate_set_dh_params(c->credentials.get(), c->dh_params.get());
 
   for (const auto& p : options.alpn_protocols) {

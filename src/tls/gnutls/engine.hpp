@@ -64,7 +64,7 @@ class gnutls_engine final : public tls_engine {
   bool session_reused() const override { return session_ && gnutls_session_is_resumed(session_.get()) != 0; }
   verify_result verify() const override {
     if (!session_) return verify_result{false, 0, verify_reason::no_certificate, "no peer certificate"};
-    return verify_session(session_.get(), host_name_, side_);
+    return verify_session(session_.get(), host_name_, side_, active_ != nullptr ? &active_->crls : nullptr);
   }
   std::vector<certificate_data> peer_certificates_data() const override {
     return session_ ? gtls::peer_certificates_data(session_.get()) : std::vector<certificate_data>{};

@@ -124,7 +124,7 @@ int gnutls_engine::verify_function(gnutls_session_t s) {
 int gnutls_engine::on_verify() {
   const gnutls_context& c = *active_;
   const peer_verification mode = c.verify_mode();
-  verify_result r = verify_session(session(), host_name_, side_);
+  verify_result r = verify_session(session(), host_name_, side_, &c.crls);
   if (r.reason == verify_reason::no_certificate && side_ != ssl_side::client) {
     if (mode != peer_verification::required) return 0;  // optional: none sent is fine
     verify_failure_ = r;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "tls/gnutls/common.hpp"
+#include "tls/gnutls/crl.hpp"
 
 namespace comm::detail::gtls {
 namespace {
@@ -179,7 +180,8 @@ verify_result verify_result_from_status(gnutls_session_t session, unsigned statu
   return r;
 }
 
-verify_result verify_session(gnutls_session_t session, const std::string& host_name, ssl_side side) {
+verify_result verify_session(gnutls_session_t session, const std::string& host_name, ssl_side side,
+                             const std::vector<crl_ptr>* crls) {
   unsigned n = 0;
   if (gnutls_certificate_get_peers(session, &n) == nullptr || n == 0)
     return verify_result{false, 0, verify_reason::no_certificate, "no peer certificate"};
@@ -200,6 +202,14 @@ verify_result verify_session(gnutls_session_t session, const std::string& host_n
     return verify_result{false, rc, verify_reason::other, gnutls_strerror(rc)};
   if (!host_name.empty() && !is_ip_literal(host_name) && !has_dns_san(session))
     status |= GNUTLS_CERT_UNEXPECTED_OWNER | GNUTLS_CERT_INVALID;  // GnuTLS would fall back to the CN
+  // OpenSSL checks revocation after chain, CA constraints, purpose and host name, and before the
+  // signatures and validity periods: a missing or unusable CRL of the issuer comes in that place.
+  constexpr unsigned before_revocation = GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE |
+                                         GNUTLS_CERT_SIGNER_NOT_CA | GNUTLS_CERT_PURPOSE_MISMATCH |
+                                         GNUTLS_CERT_UNEXPECTED_OWNER;
+  if (crls != nullptr && !crls->empty() && (status & before_revocation) == 0) {
+    if (auto failure = check_leaf_crls(session, *crls, status)) return *failure;
+  }
   return verify_result_from_status(session, status);
 }
 

@@ -89,7 +89,12 @@ int password_cb(char* buf, int size, int, void* user) {
 // final verdict (including the host name check) and may override it.
 int cert_verify_cb(X509_STORE_CTX* store, void*) {
   auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
-  int ok = X509_verify_cert(store) > 0 ? 1 : 0;
+  const int rc = X509_verify_cert(store);
+  // The verdict is the store's error code. What checking a signature left on the error queue (an
+  // EVP error for a CRL signed by another key) must not stand in front of the handshake's
+  // "certificate verify failed", which makes the failure an ssl_verification_failure.
+  if (rc >= 0) ERR_clear_error();
+  int ok = rc > 0 ? 1 : 0;
   openssl_context* c = ssl ? context_of(SSL_get_SSL_CTX(ssl)) : nullptr;
   engine_state* st = ssl ? state_of(ssl) : nullptr;
   if (c == nullptr || st == nullptr) return ok;
