@@ -36,20 +36,30 @@ io_step state_impl::read_some(std::byte* p, std::size_t n) {
 
 io_step state_impl::write_some(const std::byte* p, std::size_t n) {
   if (tls_ && tls_->engine) {
-    for (int i = 0; i < fairness_rounds; ++i) {
-      tls_->transport.blocked = false;
-      auto r = tls_->engine->write(p, n);
-      switch (r.status) {
-        case tls_status::done: return {io_step::data, r.bytes, nullptr};
-        case tls_status::want_input:
-        case tls_status::want_output:
-          if (tls_->transport.blocked) return {io_step::would_block, 0, nullptr};
-          continue;
-        case tls_status::closed:
-        case tls_status::error: return {io_step::error, 0, tls_->engine->error("TLS write", peer_text())};
+    // Record after record into the transport's cork, then one send for all of them.
+    auto& t = tls_->transport;
+    t.cork();
+    std::size_t total = 0;
+    bool blocked = false;
+    std::exception_ptr failure;
+    for (int i = 0; i < fairness_rounds && total < n && !t.cork_full(); ++i) {
+      t.blocked = false;
+      auto r = tls_->engine->write(p + total, n - total);
+      if (r.status == tls_status::done) {
+        total += r.bytes;
+      } else if (r.status == tls_status::want_input || r.status == tls_status::want_output) {
+        if ((blocked = t.blocked)) break;
+      } else {
+        failure = tls_->engine->error("TLS write", peer_text());
+        break;
       }
     }
-    schedule_drive();
+    io_result sent = t.uncork();
+    if (failure) return {io_step::error, 0, failure};
+    if (sent.error != 0 && !sent.would_block())
+      return {io_step::error, 0, transport_failure(sent.error, describe_operation("TLS write", peer_text()), this)};
+    if (total > 0) return {io_step::data, total, nullptr};
+    if (!blocked && !sent.would_block()) schedule_drive();  // the rounds ran out: after the others
     return {io_step::would_block, 0, nullptr};
   }
   for (;;) {
@@ -283,6 +293,15 @@ bool state_impl::step_write() {
       write_->queued_bytes -= r.n;
       progress = true;
       if (write_timeout_) write_->deadline = loop_clock::now() + *write_timeout_;
+    }
+    // Records the engine has made but the socket has not taken yet: done only once they left.
+    if (tls_ && tls_->transport.pending_output() > 0) {
+      io_result f = tls_->transport.flush();
+      if (f.would_block()) return progress;
+      if (f.error != 0) {
+        fail_writes(io_status::error, transport_failure(f.error, describe_operation("TLS write", peer_text()), this));
+        return true;
+      }
     }
     write_op done = std::move(write_->ops.front());
     write_->ops.pop_front();

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstring>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -100,6 +101,18 @@ inline std::string describe_operation(const std::string& operation, const std::s
       return operation + " " + peer;
   }
   return operation + (operation.rfind("TLS read", 0) == 0 ? " from " : " with ") + peer;
+}
+
+// The error for a transport that failed under a TLS connection, as the engines report it: the
+// peer resetting or going away is a truncation (no close_notify came), anything else a socket
+// error. `where` is describe_operation's text.
+inline std::exception_ptr transport_failure(int error, const std::string& where, const ssl_connection* conn) {
+  if (error == ECONNRESET || error == EPIPE)
+    return std::make_exception_ptr(ssl_failure(ssl_errc::truncated,
+                                               where + ": connection truncated (no close_notify): " + std::strerror(error),
+                                               {ssl_code_kind::truncated, 0}, conn));
+  return std::make_exception_ptr(
+      socket_io_error(std::error_code(error, std::generic_category()), where + ": " + std::strerror(error), conn));
 }
 
 // Everything an engine needs besides its context.
