@@ -36,7 +36,7 @@ std::shared_ptr<state_impl> state_impl::create(collection_impl& c, socket_handle
   if (!s.is_open()) throw std::invalid_argument("create_async_io_state: the socket is not open");
   int fd = s.get();
   int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+  if (flags < 0 || ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)) {
     int e = errno;
     throw socket_create_error(std::error_code(e, std::generic_category()),
                               "create_async_io_state: make descriptor " + std::to_string(fd) +

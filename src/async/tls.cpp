@@ -85,10 +85,22 @@ bool state_impl::step_ssl() {
     return true;
   }
   if (ssl_->kind == ssl_op_kind::handshake) {
-    tls_->transport.blocked = false;
+    // Corked: what one call makes leaves in one send (a TLS 1.3 server's session tickets go out
+    // with nothing else otherwise).
+    auto& t = tls_->transport;
+    t.blocked = false;
+    t.cork();
     auto r = e->handshake();
+    io_result sent = t.uncork();
+    if (sent.error != 0 && !sent.would_block()) {
+      finish_ssl(transport_failure(sent.error, describe_operation("TLS handshake", peer_text()), this));
+      return true;
+    }
     switch (r.status) {
-      case tls_status::done: finish_ssl(nullptr); return true;
+      case tls_status::done:
+        if (t.pending_output() > 0) return false;  // the last flight must leave first: wait for output
+        finish_ssl(nullptr);
+        return true;
       case tls_status::want_input:
       case tls_status::want_output:
         // Not blocked on the socket: go round again (drive() repeats on progress).
