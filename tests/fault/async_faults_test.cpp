@@ -1,0 +1,421 @@
+// async_io_state under socket faults (see socket_faults.hpp for the technique): a TLS (or plain)
+// async acceptor echoing to create_async_io_state_and_connected_tcp_socket, each implementation
+// on each side, with EINTR, EAGAIN (answered by synthetic edge-triggered events), short reads and
+// short writes injected into both sides' real recv/send; and cuts mid-record that the reading
+// state must end with the right error, never with a clean end of stream.
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <random>
+#include <string>
+#include <tuple>
+
+#include "async/echo_helpers.hpp"
+#include "fault/fault_helpers.hpp"
+#include "peers/implementations.hpp"
+#include "peers/test_data.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using comm::io_status;
+using comm::ssl_implementation;
+using comm_test::random_bytes;
+using comm_test::sha256;
+using fault_test::echo_param;
+using fault_test::error_text;
+
+// The client's view of one echo: filled in the client loop, read by the test after done.
+struct client_run {
+  async_test::waiter w;
+  bool done = false;
+  std::string received;
+  io_status end_status = io_status::ok;
+  std::exception_ptr error;
+  std::string failure;  // connect, write or shutdown failure
+};
+
+comm::async_connect_options client_options(std::optional<ssl_implementation> tls) {
+  comm::async_connect_options o;
+  o.connect_timeout = 5s;
+  o.read_timeout = 5s;
+  o.write_timeout = 5s;
+  o.queue_output = true;
+  if (tls) {
+    o.ssl_ctx = fault_test::client_ctx(*tls);
+    o.handshake_timeout = 5s;
+  }
+  return o;
+}
+
+// How an echo run ends.
+struct echo_options {
+  bool faults = true;
+  // Write faults stop when a side asks for its output shutdown. async_io_state_shutdown sends the
+  // close_notify with one engine call and then shutdown(SHUT_WR): a close_notify cut short by a
+  // short write or EAGAIN is lost, and the peer reports a truncation (see AsyncTlsCloseNotify).
+  bool calm_close = true;
+  bool half_close_early = false;  // the client shuts its output down before the echo is back
+};
+
+void shut_output(comm::async_io_state& s, client_run& run, bool calm) {
+  if (calm) fault::calm_writes();
+  comm::async_io_state_shutdown(s, comm::direction::output, false, [&run](comm::async_io_state&, std::error_code ec) {
+    if (ec) run.failure += "shutdown: " + ec.message() + "\n";
+  });
+}
+
+// Connects, queues the payload in seeded chunks, and reads the echo to the end of stream. The
+// client shuts its output down (close_notify and FIN) once the whole echo is back, or with
+// half_close_early right after queuing the writes (the server then echoes after the close_notify).
+void start_client(async_test::loop_thread& lt, std::uint16_t port, std::optional<ssl_implementation> tls,
+                  const std::string& payload, std::uint64_t seed, client_run& run, echo_options eo = {}) {
+  lt.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "127.0.0.1", std::to_string(port),
+        [&run, &payload, seed, eo](comm::async_io_state* s, std::exception_ptr e) {
+          if (s == nullptr) {
+            run.w.notify([&] {
+              run.failure = "connect: " + error_text(e);
+              run.done = true;
+            });
+            return;
+          }
+          std::mt19937_64 rng(seed);
+          for (std::size_t pos = 0; pos < payload.size();) {
+            std::size_t n = std::min<std::size_t>(payload.size() - pos, 1 + rng() % 40000);
+            comm::write_buffer_options wo;
+            wo.error_callback = [&run](comm::async_io_state& st, std::size_t) {
+              run.failure += "write: " + error_text(st.write_error()) + "\n";
+            };
+            comm::async_io_state_write_buffer(*s, payload.substr(pos, n), {}, std::move(wo));
+            pos += n;
+          }
+          if (eo.half_close_early) shut_output(*s, run, eo.calm_close);
+          comm::async_io_state_read_with_checking(*s, [&run, &payload, eo](comm::async_io_state& st,
+                                                                           std::span<const std::byte> d) {
+            bool had_all = run.received.size() >= payload.size();
+            run.received.append(reinterpret_cast<const char*>(d.data()), d.size());
+            if (!eo.half_close_early && !had_all && run.received.size() >= payload.size())
+              shut_output(st, run, eo.calm_close);
+            if (st.read_status() != io_status::ok) {
+              run.w.notify([&] {
+                run.end_status = st.read_status();
+                run.error = st.read_error();
+                run.done = true;
+              });
+              comm::close_async_io_state(st);
+              return;
+            }
+            comm::async_io_state_discard(st, d.size());
+          });
+        },
+        client_options(tls));
+  });
+}
+
+// The server's view: an echo that, at the end of the stream, finishes its writes, shuts its output
+// down (close_notify and FIN) and closes.
+struct echo_record {
+  async_test::waiter w;
+  int accepted = 0;
+  bool ended = false;
+  std::size_t bytes = 0;
+  io_status status = io_status::ok;
+  std::exception_ptr error;
+  std::string failures;  // write, shutdown or handshake failures
+};
+
+struct echo_server {
+  async_test::loop_thread lt{"fault echo"};
+  std::shared_ptr<comm::accepting_handle> handle;
+  echo_server(std::optional<ssl_implementation> tls, echo_record& rec, bool calm_close) {
+    handle = lt.call([&] {
+      comm::accept_options o;
+      o.address = "127.0.0.1";
+      o.queue_output = true;
+      o.handshake_timeout = 5s;
+      o.read_timeout = 5s;
+      o.write_timeout = 5s;
+      if (tls) o.ssl_ctx = fault_test::server_ctx(*tls);
+      o.ssl_error_callback = [&rec](std::exception_ptr e, std::optional<comm::endpoint>) {
+        rec.w.notify([&] { rec.failures += "handshake: " + error_text(e) + "\n"; });
+      };
+      return comm::accept_tcp_connections_creating_async_io_states(
+          *lt, "0",
+          [&rec, calm_close](comm::accepting_handle&, comm::async_io_state& s) {
+            ++rec.accepted;
+            comm::async_io_state_read_with_checking(s, [&rec, calm_close](comm::async_io_state& st,
+                                                                          std::span<const std::byte> d) {
+              rec.bytes += d.size();
+              if (!d.empty()) {
+                comm::write_buffer_options wo;
+                wo.error_callback = [&rec](comm::async_io_state& x, std::size_t) {
+                  rec.failures += "write: " + error_text(x.write_error()) + "\n";
+                };
+                comm::async_io_state_write_buffer(st, std::vector<std::byte>(d.begin(), d.end()), {}, std::move(wo));
+              }
+              if (st.read_status() != io_status::ok) {
+                rec.w.notify([&] {
+                  rec.status = st.read_status();
+                  rec.error = st.read_error();
+                  rec.ended = true;
+                });
+                if (st.read_status() != io_status::eof) {
+                  comm::close_async_io_state(st);
+                  return;
+                }
+                if (calm_close) fault::calm_writes();
+                comm::async_io_state_shutdown(st, comm::direction::output, false,
+                                              [&rec](comm::async_io_state& x, std::error_code ec) {
+                                                if (ec) rec.failures += "shutdown: " + ec.message() + "\n";
+                                                comm::close_async_io_state(x);
+                                              });
+                return;
+              }
+              comm::async_io_state_discard(st, d.size());
+            });
+          },
+          std::move(o));
+    });
+  }
+  std::uint16_t port() const { return handle->local_port(); }
+};
+
+void run_echo(std::optional<ssl_implementation> client_impl, std::optional<ssl_implementation> server_impl,
+              fault::chunking mode, std::uint64_t seed, echo_options eo = {}) {
+  fault::scope faults;
+  const std::string payload = random_bytes(fault_test::payload_size(mode), seed);
+  client_run run;
+  echo_record rec;
+  {
+    echo_server server(server_impl, rec, eo.calm_close);
+    if (eo.faults)
+      fault::watch_port(server.port(), fault_test::plan_for(mode, seed), fault_test::plan_for(mode, seed + 1000));
+    async_test::loop_thread client_loop("fault client");
+    start_client(client_loop, server.port(), client_impl, payload, seed, run, eo);
+    ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s)) << "the echo did not finish; received "
+                                                           << run.received.size() << " bytes";
+    ASSERT_TRUE(rec.w.wait([&] { return rec.ended; }, 5s));
+  }
+  EXPECT_EQ(rec.accepted, 1);
+  EXPECT_EQ(rec.failures, "");
+  EXPECT_EQ(rec.status, io_status::eof) << error_text(rec.error);
+  EXPECT_FALSE(rec.error) << error_text(rec.error);
+  EXPECT_EQ(rec.bytes, payload.size());
+  EXPECT_EQ(run.failure, "");
+  EXPECT_EQ(run.end_status, io_status::eof) << error_text(run.error);
+  EXPECT_FALSE(run.error) << error_text(run.error);
+  EXPECT_EQ(run.received.size(), payload.size());
+  EXPECT_EQ(sha256(run.received), sha256(payload));
+
+  if (!eo.faults) return;
+  auto t = fault::totals();
+  EXPECT_EQ(t.descriptors, 2u);
+  EXPECT_GT(t.short_reads, 0u);
+  EXPECT_GT(t.short_writes, 0u);
+  EXPECT_GT(t.eintr, 0u);
+  EXPECT_GT(t.eagain_reads, 0u);
+  EXPECT_GT(t.eagain_writes, 0u);
+  EXPECT_GT(t.synthetic_events, 0u);
+  EXPECT_EQ(t.cuts, 0u);
+}
+
+class AsyncTlsFaults : public ::testing::TestWithParam<echo_param> {};
+
+TEST_P(AsyncTlsFaults, EchoIsIdentical) {
+  auto [client, server, mode, seed] = GetParam();
+  run_echo(client, server, mode, seed);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Implementations, AsyncTlsFaults,
+    ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
+                       ::testing::ValuesIn(comm_test::tested_implementations()),
+                       ::testing::Values(fault::chunking::random, fault::chunking::one_byte),
+                       ::testing::Values(std::uint64_t{1}, std::uint64_t{2})),
+    fault_test::echo_param_name{});
+
+class AsyncTlsFaultsSeeds : public ::testing::TestWithParam<std::tuple<ssl_implementation, std::uint64_t>> {};
+
+TEST_P(AsyncTlsFaultsSeeds, RandomSplitsEchoIsIdentical) {
+  auto [impl, seed] = GetParam();
+  run_echo(impl, impl, fault::chunking::random, seed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsFaultsSeeds,
+                         ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
+                                            ::testing::Values(std::uint64_t{3}, std::uint64_t{4}, std::uint64_t{5},
+                                                              std::uint64_t{6})),
+                         [](const auto& info) {
+                           return std::string(comm::to_string(std::get<0>(info.param))) + "_seed" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+// TLS 1.3 allows a half-close (RFC 8446 6.1): a peer may go on writing after it received the
+// other's close_notify. Over an OpenSSL server the echo still comes back whole after the client's
+// early close_notify; a GnuTLS server's engine refuses every write after it (ssl_closed), so the
+// client sees a truncation. Disabled until both implementations behave the same; run with
+// --gtest_also_run_disabled_tests to see the difference (no faults are needed for it).
+class AsyncTlsHalfClose : public ::testing::TestWithParam<ssl_implementation> {};
+
+TEST_P(AsyncTlsHalfClose, DISABLED_ServerEchoesAfterTheClientsCloseNotify) {
+  echo_options eo;
+  eo.faults = false;
+  eo.half_close_early = true;
+  run_echo(GetParam(), GetParam(), fault::chunking::random, 1, eo);
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsHalfClose, ::testing::ValuesIn(comm_test::tested_implementations()),
+                         comm_test::implementation_name{});
+
+// async_io_state_shutdown(output) on TLS makes one engine->shutdown() call and then
+// shutdown(SHUT_WR) (do_shutdown in src/async/state.cpp): when the socket takes only part of the
+// close_notify record (a short write) or none of it (EAGAIN: a full send buffer, e.g. a slow
+// reader), the rest is never sent, the FIN follows, and the peer reports ssl_errc::truncated for
+// what was an orderly close. The stream path (socket_stream_shutdown) waits for the socket
+// instead. With one-byte writes this fails every time, on both implementations. Disabled until
+// the async shutdown drives the close_notify out (bounded by the write timeout) before the FIN.
+class AsyncTlsCloseNotify : public ::testing::TestWithParam<ssl_implementation> {};
+
+TEST_P(AsyncTlsCloseNotify, DISABLED_ShutdownOutputDeliversTheCloseNotifyUnderShortWrites) {
+  echo_options eo;
+  eo.calm_close = false;
+  run_echo(GetParam(), GetParam(), fault::chunking::one_byte, 1, eo);
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCloseNotify,
+                         ::testing::ValuesIn(comm_test::tested_implementations()), comm_test::implementation_name{});
+
+class AsyncPlainFaults : public ::testing::TestWithParam<std::tuple<fault::chunking, std::uint64_t>> {};
+
+TEST_P(AsyncPlainFaults, EchoIsIdentical) {
+  auto [mode, seed] = GetParam();
+  run_echo(std::nullopt, std::nullopt, mode, seed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, AsyncPlainFaults,
+                         ::testing::Combine(::testing::Values(fault::chunking::random, fault::chunking::one_byte),
+                                            ::testing::Values(std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3})),
+                         [](const auto& info) {
+                           return fault_test::chunking_name(std::get<0>(info.param)) + "_seed" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+// ---- cuts mid-record: the client's descriptor is cut after cut_after bytes; the server reads.
+struct sink_result {
+  async_test::waiter w;
+  bool ended = false;
+  std::size_t bytes = 0;
+  io_status status = io_status::ok;
+  std::exception_ptr error;
+};
+
+struct sink_server {
+  async_test::loop_thread lt{"fault sink"};
+  std::shared_ptr<comm::accepting_handle> handle;
+  sink_server(std::optional<ssl_implementation> tls, sink_result& out) {
+    handle = lt.call([&] {
+      comm::accept_options o;
+      o.address = "127.0.0.1";
+      o.handshake_timeout = 5s;
+      o.read_timeout = 5s;
+      if (tls) o.ssl_ctx = fault_test::server_ctx(*tls);
+      return comm::accept_tcp_connections_creating_async_io_states(
+          *lt, "0",
+          [&out](comm::accepting_handle&, comm::async_io_state& s) {
+            comm::async_io_state_read_with_checking(s, [&out](comm::async_io_state& st, std::span<const std::byte> d) {
+              out.bytes += d.size();
+              if (st.read_status() != io_status::ok) {
+                out.w.notify([&] {
+                  out.status = st.read_status();
+                  out.error = st.read_error();
+                  out.ended = true;
+                });
+                comm::close_async_io_state(st);
+                return;
+              }
+              comm::async_io_state_discard(st, d.size());
+            });
+          },
+          std::move(o));
+    });
+  }
+  std::uint16_t port() const { return handle->local_port(); }
+};
+
+void run_cut(sink_result& out, std::uint64_t& cut_after, std::optional<ssl_implementation> client_impl,
+             std::optional<ssl_implementation> server_impl, fault::cut_kind kind, std::uint64_t seed) {
+  fault::scope faults;
+  const std::string payload = random_bytes(64 * 1024, seed);
+  client_run run;
+  sink_server server(server_impl, out);
+  fault::plan cutting = fault_test::plan_for(fault::chunking::random, seed);
+  cutting.cut = kind;
+  cut_after = 20000 + seed * 1237;
+  cutting.cut_after = cut_after;
+  fault::watch_port(server.port(), cutting, fault_test::plan_for(fault::chunking::random, seed + 1000));
+  async_test::loop_thread client_loop("fault client");
+  start_client(client_loop, server.port(), client_impl, payload, seed, run);
+  ASSERT_TRUE(out.w.wait([&] { return out.ended; }, 10s)) << "the reader hangs after the cut; it has " << out.bytes
+                                                          << " bytes";
+  EXPECT_EQ(fault::totals().cuts, 1u);
+}
+
+class AsyncTlsCut : public ::testing::TestWithParam<std::tuple<ssl_implementation, ssl_implementation, fault::cut_kind>> {};
+
+TEST_P(AsyncTlsCut, ReaderSeesTruncationNeverACleanEnd) {
+  auto [client, server, kind] = GetParam();
+  sink_result r;
+  std::uint64_t cut_after = 0;
+  run_cut(r, cut_after, client, server, kind, 7);
+  EXPECT_EQ(r.status, io_status::error) << error_text(r.error);
+  EXPECT_LT(r.bytes, cut_after);
+  ASSERT_TRUE(r.error) << "a cut TLS connection ended without an error";
+  try {
+    std::rethrow_exception(r.error);
+  } catch (const comm::ssl_failure& e) {
+    EXPECT_EQ(static_cast<const std::system_error&>(e).code(), comm::make_error_code(comm::ssl_errc::truncated))
+        << e.what();
+    EXPECT_EQ(e.code().kind, comm::ssl_code_kind::truncated) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected ssl_failure (truncated), got: " << e.what();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCut,
+                         ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
+                                            ::testing::ValuesIn(comm_test::tested_implementations()),
+                                            ::testing::Values(fault::cut_kind::fin, fault::cut_kind::reset)),
+                         [](const auto& info) {
+                           return std::string(comm::to_string(std::get<0>(info.param))) + "_to_" +
+                                  std::string(comm::to_string(std::get<1>(info.param))) +
+                                  (std::get<2>(info.param) == fault::cut_kind::fin ? "_fin" : "_reset");
+                         });
+
+TEST(AsyncPlainCut, FinDeliversExactlyTheBytesBeforeTheCut) {
+  sink_result r;
+  std::uint64_t cut_after = 0;
+  run_cut(r, cut_after, std::nullopt, std::nullopt, fault::cut_kind::fin, 7);
+  EXPECT_EQ(r.status, io_status::eof);
+  EXPECT_FALSE(r.error) << error_text(r.error);
+  EXPECT_EQ(r.bytes, cut_after);
+}
+
+TEST(AsyncPlainCut, ResetIsAConnectionResetError) {
+  sink_result r;
+  std::uint64_t cut_after = 0;
+  run_cut(r, cut_after, std::nullopt, std::nullopt, fault::cut_kind::reset, 7);
+  EXPECT_EQ(r.status, io_status::error);
+  EXPECT_LE(r.bytes, cut_after);
+  ASSERT_TRUE(r.error);
+  try {
+    std::rethrow_exception(r.error);
+  } catch (const comm::socket_io_error& e) {
+    EXPECT_EQ(e.code(), std::error_code(ECONNRESET, std::generic_category())) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected socket_io_error (ECONNRESET), got: " << e.what();
+  }
+}
+
+}  // namespace

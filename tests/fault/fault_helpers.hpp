@@ -1,0 +1,85 @@
+// Shared by the fault tests: TLS contexts per implementation, the fault plans of each chunking
+// mode, and the parameter names.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <tuple>
+
+#include "comm/comm.hpp"
+#include "fault/socket_faults.hpp"
+
+namespace fault_test {
+
+inline const comm::demo_credentials& creds() {
+  static const comm::demo_credentials c = comm::make_demo_credentials("127.0.0.1");
+  return c;
+}
+
+inline comm::ssl_abstract_context server_ctx(comm::ssl_implementation impl) {
+  comm::ssl_context_options o;
+  o.implementation = impl;
+  o.cert_pem = creds().cert_pem;
+  o.key_pem = creds().key_pem;
+  return comm::create_ssl_server_context(std::move(o));
+}
+
+inline comm::ssl_abstract_context client_ctx(comm::ssl_implementation impl) {
+  comm::ssl_context_options o;
+  o.implementation = impl;
+  o.trusted_pem = creds().ca_cert_pem;
+  o.use_system_trusted = false;
+  o.session_resumption = false;
+  return comm::create_ssl_client_context(std::move(o));
+}
+
+// Every fault of the mode: EINTR and EAGAIN at random points, and reads and writes split either
+// one byte at a time or at random sizes.
+inline fault::plan plan_for(fault::chunking mode, std::uint64_t seed) {
+  fault::plan p;
+  p.reads = p.writes = mode;
+  p.seed = seed;
+  return p;
+}
+
+inline std::string chunking_name(fault::chunking c) {
+  switch (c) {
+    case fault::chunking::whole: return "whole";
+    case fault::chunking::one_byte: return "one_byte";
+    case fault::chunking::random: return "random";
+  }
+  return "?";
+}
+
+inline std::string error_text(std::exception_ptr e) {
+  if (!e) return "no error";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+// The two implementations on each side, a chunking mode and a seed.
+using echo_param = std::tuple<comm::ssl_implementation, comm::ssl_implementation, fault::chunking, std::uint64_t>;
+
+struct echo_param_name {
+  template <class Info>
+  std::string operator()(const Info& info) const {
+    auto [client, server, mode, seed] = info.param;
+    return std::string(comm::to_string(client)) + "_to_" + std::string(comm::to_string(server)) + "_" +
+           chunking_name(mode) + "_seed" + std::to_string(seed);
+  }
+};
+
+// Payload size per mode: one byte at a time costs a system call (and a TCP segment) per byte.
+inline std::size_t payload_size(fault::chunking mode) {
+  return mode == fault::chunking::one_byte ? 24 * 1024 : 256 * 1024;
+}
+
+}  // namespace fault_test
