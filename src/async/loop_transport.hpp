@@ -13,6 +13,7 @@
 #include <span>
 
 #include "tls/engine.hpp"
+#include "tls/record_cork.hpp"
 
 namespace comm::detail {
 
@@ -58,7 +59,7 @@ struct input_readiness {
 // a 5-byte record header and then the body, and one recv serves both (and often the records
 // after). The buffer is allocated while it holds bytes and freed when empty, so an idle
 // connection keeps none. Bytes still in it when TLS is detached are plain data that followed the
-// close_notify: take_unread() hands them back to the state.
+// close_notify: unread() hands them back to the state.
 class loop_transport final : public transport {
  public:
   static constexpr std::size_t read_ahead_size = 16 * 1024;
@@ -84,43 +85,20 @@ class loop_transport final : public transport {
     return {n, 0};
   }
   io_result write(const void* data, std::size_t size) override {
-    if (corked_) {
-      if (size > cork_room()) {
-        if (io_result r = flush(); r.error != 0) return r;  // full: make room first
-        if (size > cork_room()) return send_some(data, size);  // larger than any record
-      }
-      if (!out_) out_ = std::make_unique_for_overwrite<std::byte[]>(cork_capacity);
-      std::memcpy(out_.get() + out_end_, data, size);
-      out_end_ += size;
-      return {size, 0};
-    }
-    if (pending_output() > 0)  // earlier records first: nothing may overtake them
-      if (io_result r = flush(); r.error != 0) return r;
-    return send_some(data, size);
+    return cork_.write(data, size, [this](const void* d, std::size_t n) { return send_some(d, n); });
   }
 
-  // Write coalescing: between cork() and uncork() the engine's records are collected (up to
-  // cork_limit) and leave in one send, not one send per 16 KiB record. What the socket does not
-  // take stays pending and goes first on the next write; a write operation is complete only once
-  // nothing is pending (flush()).
-  static constexpr std::size_t cork_limit = 64 * 1024;
-  void cork() noexcept { corked_ = true; }
-  bool cork_full() const noexcept { return out_end_ >= cork_limit; }
+  // Records collected between cork() and uncork() leave in one send (see record_cork); a write
+  // operation is complete only once nothing is pending.
+  void cork() noexcept { cork_.cork(); }
+  bool cork_full() const noexcept { return cork_.full(); }
   io_result uncork() {
-    corked_ = false;
+    cork_.uncork();
     return flush();
   }
-  std::size_t pending_output() const noexcept { return out_end_ - out_pos_; }
-  // Sends pending output; {0, 0} once all is sent, EAGAIN (blocked) while some remains.
+  std::size_t pending_output() const noexcept { return cork_.pending(); }
   io_result flush() {
-    while (pending_output() > 0) {
-      io_result r = send_some(out_.get() + out_pos_, pending_output());
-      if (r.error != 0) return r;
-      out_pos_ += r.bytes;
-    }
-    out_.reset();
-    out_pos_ = out_end_ = 0;
-    return {0, 0};
+    return cork_.flush([this](const void* d, std::size_t n) { return send_some(d, n); });
   }
 
   // Bytes the engine has not taken yet: first in line for the engine, or after a detach, for
@@ -144,16 +122,6 @@ class loop_transport final : public transport {
   bool blocked = false;
 
  private:
-  // Room for one more record (a TLS record is at most 16 KiB of data plus 256 bytes).
-  static constexpr std::size_t cork_capacity = cork_limit + 17 * 1024;
-  std::size_t cork_room() noexcept {
-    if (out_pos_ > 0) {  // compact what a short send left
-      std::memmove(out_.get(), out_.get() + out_pos_, pending_output());
-      out_end_ -= out_pos_;
-      out_pos_ = 0;
-    }
-    return cork_capacity - out_end_;
-  }
   io_result send_some(const void* data, std::size_t size) {
     for (;;) {
       ssize_t n = ::send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -170,9 +138,7 @@ class loop_transport final : public transport {
   input_readiness& input_;
   std::unique_ptr<std::byte[]> ahead_;
   std::size_t pos_ = 0, end_ = 0;
-  std::unique_ptr<std::byte[]> out_;  // corked or pending records: [out_pos_, out_end_)
-  std::size_t out_pos_ = 0, out_end_ = 0;
-  bool corked_ = false;
+  record_cork cork_;
 };
 
 }  // namespace comm::detail

@@ -40,6 +40,14 @@ io_result stream_transport::recv_some(void* data, std::size_t size) {
 }
 
 io_result stream_transport::write(const void* data, std::size_t size) {
+  return cork.write(data, size, [this](const void* d, std::size_t n) { return send_some(d, n); });
+}
+
+io_result stream_transport::flush() {
+  return cork.flush([this](const void* d, std::size_t n) { return send_some(d, n); });
+}
+
+io_result stream_transport::send_some(const void* data, std::size_t size) {
   for (;;) {
     ssize_t n = ::send(core_.fd(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) return {static_cast<std::size_t>(n), 0};
@@ -178,10 +186,41 @@ std::size_t stream_core::write_raw(const char* data, std::size_t size) {
 
 void stream_core::write_all_raw(const char* data, std::size_t size) {
   while (size > 0) {
+    if (engine) {
+      // Records of up to record_cork::limit bytes leave in one send.
+      corked_scope corked(*this);
+      while (size > 0 && !transport.cork.full()) {
+        std::size_t n = write_raw(data, size);
+        data += n;
+        size -= n;
+      }
+      corked.flush(options.write_timeout, "TLS write to");
+      continue;
+    }
     std::size_t n = write_raw(data, size);
     data += n;
     size -= n;
   }
+}
+
+bool stream_core::flush_transport(const std::optional<clock::time_point>& deadline, const char* operation) {
+  for (;;) {
+    io_result r = transport.flush();
+    if (r.error == 0) return true;
+    if (!r.would_block()) std::rethrow_exception(transport_failure(r.error, describe_operation(operation, peer_text_), owner_));
+    int ev = poll_one(socket_.get(), POLLOUT, deadline);
+    if (ev < 0) throw_io(errno, operation);
+    if (ev == 0) return false;
+  }
+}
+
+void stream_core::corked_scope::flush(std::optional<milliseconds> timeout, const char* operation) {
+  core.transport.cork.uncork();
+  if (!core.flush_transport(deadline_after(timeout), operation))
+    throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
+                               std::string(operation) + " " + core.peer_text_ + ": timed out after " +
+                                   std::to_string(timeout ? timeout->count() : 0) + " ms",
+                               core.owner_);
 }
 
 // ---------------------------------------------------------------------------------------------

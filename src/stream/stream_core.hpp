@@ -16,6 +16,7 @@
 #include "comm/stream.hpp"
 #include "net/sockaddr.hpp"
 #include "tls/engine.hpp"
+#include "tls/record_cork.hpp"
 
 namespace comm::detail {
 
@@ -34,6 +35,8 @@ class stream_transport final : public transport {
   explicit stream_transport(stream_core& core) noexcept : core_(core) {}
   io_result read(void* data, std::size_t size) override;
   io_result write(const void* data, std::size_t size) override;
+  io_result flush();  // sends what the cork holds; EAGAIN while some remains
+  record_cork cork;   // corked by the stream around large writes and handshake steps
   std::vector<char> prefix;    // storage; the unread bytes are [prefix_pos, prefix_end)
   std::size_t prefix_pos = 0;
   std::size_t prefix_end = 0;
@@ -47,6 +50,7 @@ class stream_transport final : public transport {
 
  private:
   io_result recv_some(void* data, std::size_t size);
+  io_result send_some(const void* data, std::size_t size);
   stream_core& core_;
 };
 
@@ -69,6 +73,20 @@ class stream_core final : public std::streambuf {
   // One write (partial writes possible), waiting up to the write timeout; returns bytes taken (> 0).
   std::size_t write_raw(const char* data, std::size_t size);
   void write_all_raw(const char* data, std::size_t size);
+  // Sends what the transport's cork holds, waiting for the socket until the deadline; false on
+  // timeout, throws on a socket error.
+  bool flush_transport(const std::optional<clock::time_point>& deadline, const char* operation);
+  // Corks the transport for one step; flush() sends what it collected (throwing
+  // socket_timeout_error after `timeout`). Leaving without flush (an exception) only uncorks:
+  // what is pending goes first on the next write.
+  struct corked_scope {
+    stream_core& core;
+    explicit corked_scope(stream_core& c) noexcept : core(c) { core.transport.cork.cork(); }
+    ~corked_scope() { core.transport.cork.uncork(); }
+    corked_scope(const corked_scope&) = delete;
+    corked_scope& operator=(const corked_scope&) = delete;
+    void flush(std::optional<milliseconds> timeout, const char* operation);
+  };
 
   // Buffered API used by socket_stream.
   std::size_t read_some(char* data, std::size_t size);

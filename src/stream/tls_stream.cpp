@@ -25,8 +25,21 @@ bool run_handshake(socket_stream& stream, stream_core& core, std::optional<milli
   detail::tls_engine& engine = *core.engine;
   const auto deadline = detail::deadline_after(timeout);
   std::uint64_t mark = ~std::uint64_t{0};
+  auto timed_out = [&] {
+    if (report_false) return false;
+    throw ssl_handshake_timeout(ssl_errc::handshake_timeout,
+                                "TLS handshake with " + core.peer() + " timed out after " + ms_text(timeout),
+                                {ssl_code_kind::handshake_timeout, 0}, &stream);
+  };
   for (;;) {
-    tls_result r = engine.handshake();
+    tls_result r;
+    {
+      // Corked: what one step makes (a flight, a server's session tickets) leaves in one send.
+      stream_core::corked_scope corked(core);
+      r = engine.handshake();
+      core.transport.cork.uncork();
+      if (!core.flush_transport(deadline, "TLS handshake with")) return timed_out();
+    }
     switch (r.status) {
       case tls_status::done:
         return true;
@@ -48,12 +61,7 @@ bool run_handshake(socket_stream& stream, stream_core& core, std::optional<milli
         if (r.status == tls_status::want_input && core.retry_from_read_ahead(mark)) break;
         int ev = detail::poll_one(core.fd(), r.status == tls_status::want_input ? POLLIN : POLLOUT, deadline);
         if (ev < 0) core.throw_io(errno, "TLS handshake with");
-        if (ev == 0) {
-          if (report_false) return false;
-          throw ssl_handshake_timeout(ssl_errc::handshake_timeout,
-                                      "TLS handshake with " + core.peer() + " timed out after " + ms_text(timeout),
-                                      {ssl_code_kind::handshake_timeout, 0}, &stream);
-        }
+        if (ev == 0) return timed_out();
         break;
       }
     }

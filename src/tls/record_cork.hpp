@@ -1,0 +1,75 @@
+// Write coalescing under a TLS engine. Both engines hand the transport one record per write (16 KiB
+// of data at most), so a large write or a handshake flight followed by session tickets costs a
+// send per record. Between cork() and flush() the transport keeps the records here instead (up to
+// `limit` bytes) and they leave in one send. What the socket does not take stays pending and goes
+// before anything written later; the driver flushes until nothing is pending before it reports a
+// write or a handshake done. The buffer exists only while it holds bytes.
+#pragma once
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+
+#include "tls/engine.hpp"
+
+namespace comm::detail {
+
+class record_cork {
+ public:
+  static constexpr std::size_t limit = 64 * 1024;
+  // Room for one more record past the limit (a record is at most 16 KiB of data plus 256 bytes).
+  static constexpr std::size_t capacity = limit + 17 * 1024;
+
+  void cork() noexcept { corked_ = true; }
+  void uncork() noexcept { corked_ = false; }
+  bool full() const noexcept { return end_ >= limit; }
+  std::size_t pending() const noexcept { return end_ - pos_; }
+
+  // The transport's write. send(data, size) -> io_result is one non-blocking send.
+  template <class Send>
+  io_result write(const void* data, std::size_t size, Send&& send) {
+    if (corked_) {
+      if (size > room()) {
+        if (io_result r = flush(send); r.error != 0) return r;  // full: make room first
+        if (size > room()) return send(data, size);                // larger than any record
+      }
+      if (!buf_) buf_ = std::make_unique_for_overwrite<std::byte[]>(capacity);
+      std::memcpy(buf_.get() + end_, data, size);
+      end_ += size;
+      return {size, 0};
+    }
+    if (pending() > 0)  // earlier records first: nothing may overtake them
+      if (io_result r = flush(send); r.error != 0) return r;
+    return send(data, size);
+  }
+
+  // Sends what is pending: {0, 0} once all has left, else the send's error (EAGAIN: some remains).
+  template <class Send>
+  io_result flush(Send&& send) {
+    while (pending() > 0) {
+      io_result r = send(buf_.get() + pos_, pending());
+      if (r.error != 0) return r;
+      pos_ += r.bytes;
+    }
+    buf_.reset();
+    pos_ = end_ = 0;
+    return {0, 0};
+  }
+
+ private:
+  std::size_t room() noexcept {
+    if (pos_ > 0 && buf_) {  // compact what a short send left
+      std::memmove(buf_.get(), buf_.get() + pos_, pending());
+      end_ -= pos_;
+      pos_ = 0;
+    }
+    return capacity - end_;
+  }
+
+  std::unique_ptr<std::byte[]> buf_;  // the records not yet sent: [pos_, end_)
+  std::size_t pos_ = 0, end_ = 0;
+  bool corked_ = false;
+};
+
+}  // namespace comm::detail
