@@ -176,7 +176,7 @@ void collection_impl::check_thread(const char* operation) const {
 }
 
 std::vector<std::byte>& collection_impl::scratch() {
-  if (scratch_.empty()) scratch_.resize(64 * 1024);
+  if (scratch_.empty()) scratch_.resize(scratch_size);
   return scratch_;
 }
 

@@ -76,6 +76,10 @@ class collection_impl final : public wait_state_collection {
   void run(bool claimed = false);
   void stop() noexcept;
   void close_all() noexcept;
+  // One buffer per loop that read_with_checking reads into when the state holds nothing yet (the
+  // callback sees the bytes there; only what it leaves is copied to the state). As large as a
+  // typical bulk write, so a bulk reader makes one recv per 256 KiB, not four.
+  static constexpr std::size_t scratch_size = 256 * 1024;
   std::vector<std::byte>& scratch();
 
   const std::string& name_() const noexcept { return name__; }
