@@ -38,7 +38,7 @@ io_step state_impl::write_some(const std::byte* p, std::size_t n) {
   if (tls_ && tls_->engine) {
     // Record after record into the transport's cork, then one send for all of them.
     auto& t = tls_->transport;
-    t.cork();
+    if (record_cork::worth_corking(n)) t.cork();
     std::size_t total = 0;
     bool blocked = false;
     std::exception_ptr failure;

@@ -186,7 +186,7 @@ std::size_t stream_core::write_raw(const char* data, std::size_t size) {
 
 void stream_core::write_all_raw(const char* data, std::size_t size) {
   while (size > 0) {
-    if (engine) {
+    if (engine && record_cork::worth_corking(size)) {
       // Records of up to record_cork::limit bytes leave in one send.
       corked_scope corked(*this);
       while (size > 0 && !transport.cork.full()) {

@@ -21,6 +21,9 @@ class record_cork {
   // Room for one more record past the limit (a record is at most 16 KiB of data plus 256 bytes).
   static constexpr std::size_t capacity = limit + 17 * 1024;
 
+  // A write of at most one record's data gains nothing from a cork but a copy.
+  static constexpr bool worth_corking(std::size_t plaintext) noexcept { return plaintext > 16 * 1024; }
+
   void cork() noexcept { corked_ = true; }
   void uncork() noexcept { corked_ = false; }
   bool full() const noexcept { return end_ >= limit; }
