@@ -261,14 +261,10 @@ std::exception_ptr gnutls_engine::error(const std::string& operation, const std:
   if ((rc == GNUTLS_E_NO_CERTIFICATE_FOUND || rc == GNUTLS_E_CERTIFICATE_REQUIRED) && side_ == ssl_side::server)
     return std::make_exception_ptr(ssl_verification_failure(
         verify_reason::no_certificate, where + ": the peer did not send a certificate", {ssl_code_kind::verification, 0}, conn));
-  if (io_errno_ != 0 && io_errno_ != ECONNRESET && io_errno_ != EPIPE)
-    return std::make_exception_ptr(socket_io_error(std::error_code(io_errno_, std::generic_category()),
-                                                   where + ": " + std::strerror(io_errno_), conn));
-  if (io_errno_ != 0 || eof_ || rc == GNUTLS_E_PREMATURE_TERMINATION)
-    return std::make_exception_ptr(ssl_failure(
-        ssl_errc::truncated,
-        where + ": connection truncated (no close_notify)" + (io_errno_ ? std::string(": ") + std::strerror(io_errno_) : ""),
-        {ssl_code_kind::truncated, 0}, conn));
+  if (io_errno_ != 0) return transport_failure(io_errno_, where, conn);
+  if (eof_ || rc == GNUTLS_E_PREMATURE_TERMINATION)
+    return std::make_exception_ptr(ssl_failure(ssl_errc::truncated, where + ": connection truncated (no close_notify)",
+                                               {ssl_code_kind::truncated, 0}, conn));
   std::string text = gnutls_strerror(rc);
   if ((rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) && session_) {
     text = alert_text(static_cast<int>(gnutls_alert_get(session_.get())));

@@ -261,14 +261,10 @@ std::exception_ptr openssl_engine::error(const std::string& operation, const std
           ssl_closed(ssl_errc::closed, where + ": the peer closed the TLS connection (close_notify)",
                      {ssl_code_kind::closed, 0}, conn));
     case failure_kind::truncated:
-      return std::make_exception_ptr(ssl_failure(
-          ssl_errc::truncated,
-          where + ": connection truncated (no close_notify)" +
-              (bio_.error ? std::string(": ") + std::strerror(bio_.error) : std::string()),
-          {ssl_code_kind::truncated, 0}, conn));
-    case failure_kind::transport:
-      return std::make_exception_ptr(socket_io_error(std::error_code(bio_.error, std::generic_category()),
-                                                     where + ": " + std::strerror(bio_.error), conn));
+      if (bio_.error != 0) return transport_failure(bio_.error, where, conn);
+      return std::make_exception_ptr(ssl_failure(ssl_errc::truncated, where + ": connection truncated (no close_notify)",
+                                                 {ssl_code_kind::truncated, 0}, conn));
+    case failure_kind::transport: return transport_failure(bio_.error, where, conn);
     case failure_kind::library: {
       const int reason = ERR_GET_REASON(err_code_);
       if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED && verify_code_ != X509_V_OK) {
