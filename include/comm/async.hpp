@@ -233,11 +233,13 @@ std::size_t close_async_io_state(async_io_state& state, bool keep_alive = false)
 std::vector<std::byte> async_io_state_get_buffered_data(async_io_state& state);
 // After close_async_io_state(state, true): the socket, now owned by the caller (blocking mode).
 socket_handle async_io_state_release_socket(async_io_state& state);
-// shutdown(2) of a direction (with TLS and output, a close_notify is sent first, best effort).
-// With no operation pending in that direction it runs now and returns the result (empty error
-// code = success). Otherwise, with abort the pending operations are dropped and it runs now; without
-// it waits for them to finish and returns nullopt. callback(state, result), when given, runs from
-// the loop in both cases.
+// shutdown(2) of a direction. With TLS and output the close_notify goes first: the FIN follows
+// once the socket has taken all of it (an orderly close the peer can tell from a truncation), and
+// after the write timeout (10 s without one) it follows anyway, reported as timed_out.
+// With no operation pending in that direction (and the close_notify taken at once) it runs now and
+// returns the result (empty error code = success). Otherwise, with abort the pending operations
+// are dropped first; it then waits (for them, or for room for the close_notify) and returns
+// nullopt. callback(state, result), when given, runs from the loop in every case.
 using shutdown_callback = std::function<void(async_io_state&, std::error_code)>;
 std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, direction dir, bool abort = false,
                                                        shutdown_callback callback = {});

@@ -83,6 +83,7 @@ std::size_t state_impl::close(bool keep_alive) noexcept {
   }
   if (write_) c->cancel_timer(write_->timer);
   if (ssl_) c->cancel_timer(ssl_->timer);
+  if (shutdown_) c->cancel_timer(shutdown_->timer);
   read_.reset();
   write_.reset();
   ssl_.reset();
@@ -174,40 +175,89 @@ void state_impl::abort(direction dir) noexcept {
   }
 }
 
-std::error_code state_impl::do_shutdown(direction dir) noexcept {
-  if (dir != direction::input && tls_ && tls_->engine) {
+// Sends the close_notify before an output shutdown. True once it has left (or cannot be sent:
+// the FIN follows anyway), false while the socket has no room for it (an edge retries).
+bool state_impl::send_close_notify() noexcept {
+  tls_engine* e = tls_ ? tls_->engine.get() : nullptr;
+  if (e == nullptr) return true;
+  auto& t = tls_->transport;
+  for (int i = 0; i < fairness_rounds && !e->close_notify_sent(); ++i) {
+    t.blocked = false;
+    tls_result r{tls_status::error, 0};
     try {
-      tls_->engine->shutdown();  // best effort close_notify; the socket shutdown follows anyway
+      r = e->shutdown();
     } catch (...) {
+      return true;
     }
+    if (r.status == tls_status::want_input || r.status == tls_status::want_output) {
+      if (t.blocked) return false;
+      continue;
+    }
+    if (r.status == tls_status::error) return true;
   }
-  int how = dir == direction::input ? SHUT_RD : dir == direction::output ? SHUT_WR : SHUT_RDWR;
-  if (::shutdown(sock_.get(), how) != 0) return {errno, std::generic_category()};
-  return {};
+  return !t.flush().would_block();  // what is still pending (cork) leaves before the FIN
+}
+
+void state_impl::start_shutdown(direction dir, shutdown_callback cb) {
+  shutdown_ = std::make_unique<pending_shutdown>();
+  shutdown_->dir = dir;
+  shutdown_->cb = std::move(cb);
+  shutdown_->timer = coll_->no_timer();
 }
 
 std::optional<std::error_code> state_impl::shutdown(direction dir, bool abort_ops, shutdown_callback cb) {
   check_no_ssl_op("async_io_state_shutdown");
   bool reading = read_ || (calling_ && !calling_->finished);
   bool pending = (dir != direction::output && reading) || (dir != direction::input && write_);
-  if (pending && !abort_ops) {
-    shutdown_ = std::make_unique<pending_shutdown>(pending_shutdown{dir, std::move(cb)});
-    return std::nullopt;
+  if (pending) {
+    if (abort_ops)
+      abort(dir);
+    else {
+      start_shutdown(dir, std::move(cb));
+      return std::nullopt;
+    }
   }
-  if (pending) abort(dir);
-  auto ec = do_shutdown(dir);
-  if (cb) coll_->defer([s = self(), cb = std::move(cb), ec] { cb(*s, ec); });
-  return ec;
+  start_shutdown(dir, std::move(cb));
+  return maybe_run_shutdown(true);
 }
 
-void state_impl::maybe_run_shutdown() {
-  if (!shutdown_ || coll_ == nullptr) return;
+// Runs a requested shutdown once nothing is pending in its direction: with TLS and output the
+// close_notify first (waiting for room in the socket, bounded by the write timeout or 10 s), then
+// shutdown(2). `now`: called by shutdown() itself, which returns the result and defers the callback.
+std::optional<std::error_code> state_impl::maybe_run_shutdown(bool now) {
+  if (!shutdown_ || coll_ == nullptr) return std::nullopt;
   bool reading = read_ || (calling_ && !calling_->finished);
   direction dir = shutdown_->dir;
-  if ((dir != direction::output && reading) || (dir != direction::input && write_)) return;
-  auto pending = std::move(shutdown_);
-  auto ec = do_shutdown(dir);
-  if (pending->cb) coll_->guarded([&] { pending->cb(*this, ec); });
+  if ((dir != direction::output && reading) || (dir != direction::input && write_)) return std::nullopt;
+  if (dir != direction::input && !send_close_notify()) {
+    if (!shutdown_->notifying) {
+      shutdown_->notifying = true;
+      auto limit = write_timeout_ ? *write_timeout_ : milliseconds(std::chrono::seconds(10));
+      shutdown_->timer = coll_->add_timer(loop_clock::now() + limit, [this] { close_notify_timed_out(); });
+    }
+    return std::nullopt;
+  }
+  auto op = std::move(shutdown_);
+  coll_->cancel_timer(op->timer);
+  int how = dir == direction::input ? SHUT_RD : dir == direction::output ? SHUT_WR : SHUT_RDWR;
+  std::error_code ec;
+  if (::shutdown(sock_.get(), how) != 0) ec = {errno, std::generic_category()};
+  if (now && !op->notifying) {
+    if (op->cb) coll_->defer([s = self(), cb = std::move(op->cb), ec] { cb(*s, ec); });
+    return ec;
+  }
+  if (op->cb) coll_->guarded([&] { op->cb(*this, ec); });
+  return std::nullopt;
+}
+
+// The peer took no close_notify within the bound: the FIN goes out without it.
+void state_impl::close_notify_timed_out() {
+  if (!shutdown_ || coll_ == nullptr) return;
+  auto keep = self();
+  auto op = std::move(shutdown_);
+  int how = op->dir == direction::output ? SHUT_WR : SHUT_RDWR;
+  ::shutdown(sock_.get(), how);
+  if (op->cb) coll_->guarded([&] { op->cb(*this, std::make_error_code(std::errc::timed_out)); });
 }
 
 void state_impl::append_buffered(const std::byte* p, std::size_t n) {

@@ -71,8 +71,11 @@ struct tls_part {
 };
 
 struct pending_shutdown {
-  direction dir;
+  direction dir = direction::io;
   shutdown_callback cb;
+  // With TLS and output: the close_notify is being sent (it must leave before the FIN).
+  bool notifying = false;
+  timer_token timer;
 };
 
 // Result of moving bytes once.
@@ -164,8 +167,10 @@ class state_impl final : public async_io_state, public loop_member {
   void arm_write_timer();
   void read_timer_fired();
   void write_timer_fired();
-  void maybe_run_shutdown();
-  std::error_code do_shutdown(direction dir) noexcept;
+  std::optional<std::error_code> maybe_run_shutdown(bool now = false);
+  void start_shutdown(direction dir, shutdown_callback cb);
+  bool send_close_notify() noexcept;
+  void close_notify_timed_out();
 };
 
 inline state_impl& impl_of(async_io_state& s) noexcept { return static_cast<state_impl&>(s); }
