@@ -216,6 +216,58 @@ TEST_P(AsyncTls, StartTlsAndBackOnAPairOfStates) {
                                               "server read secret"}));
 }
 
+// A peer that stops reading: the close_notify of an output shutdown cannot leave, so the FIN
+// waits for it until the write timeout and then goes out anyway, reported as timed_out.
+TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout) {
+  loop_thread lt("close_notify");
+  waiter w;
+  auto [a, b] = tcp_pair();
+  int small = 4096;
+  ::setsockopt(a.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ::setsockopt(b.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  std::shared_ptr<comm::async_io_state> client, server;
+  int handshakes = 0;
+  std::optional<std::error_code> shut;
+  std::optional<std::error_code> returned;
+  auto started = std::chrono::steady_clock::now();
+  lt.call([&, a = std::make_shared<comm::socket_handle>(std::move(a)),
+           b = std::make_shared<comm::socket_handle>(std::move(b))] {
+    client = comm::create_async_io_state(*lt, std::move(*a));
+    server = comm::create_async_io_state(*lt, std::move(*b));
+    comm::attach_ssl_options so;
+    so.ssl_ctx = server_ctx(GetParam());
+    so.ssl_side = comm::ssl_side::server;
+    auto done = [&](comm::async_io_state&, std::exception_ptr e) {
+      EXPECT_FALSE(e) << what_of(e);
+      if (++handshakes < 2) return;
+      // The client reads nothing from here on: 4 MiB cannot leave the server.
+      server->set_write_timeout(std::chrono::milliseconds(300));
+      comm::async_io_state_write_buffer(*server, std::string(4 << 20, 'x'), {});
+      comm::apply_in_wait_state_collection_process(*lt, [&] {
+        started = std::chrono::steady_clock::now();
+        returned = comm::async_io_state_shutdown(*server, comm::direction::output, true,
+                                                 [&](comm::async_io_state&, std::error_code ec) { w.notify([&] { shut = ec; }); });
+      });
+    };
+    comm::async_io_state_attach_ssl(*server, std::move(so), done);
+    comm::attach_ssl_options co;
+    co.ssl_ctx = client_ctx(GetParam());
+    co.ssl_side = comm::ssl_side::client;
+    co.tlsext_host_name = "localhost";
+    comm::async_io_state_attach_ssl(*client, std::move(co), done);
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return shut.has_value(); }, std::chrono::seconds(10)));
+  EXPECT_EQ(*shut, std::make_error_code(std::errc::timed_out));
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(250));
+  lt.call([&] {
+    EXPECT_FALSE(returned.has_value());  // it could not run at once
+    comm::close_async_io_state(*client);
+    comm::close_async_io_state(*server);
+    return 0;
+  });
+}
+
 // Application data the server sends as soon as its handshake completes reaches the client's socket
 // while the client has no read active: the edge it makes is seen and passes. A read started later
 // must try the transport first, not wait for an edge that will never come.
