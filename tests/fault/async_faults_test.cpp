@@ -10,7 +10,7 @@
 #include <string>
 #include <tuple>
 
-#include "async/echo_helpers.hpp"
+#include "async/async_helpers.hpp"
 #include "fault/fault_helpers.hpp"
 #include "peers/implementations.hpp"
 #include "peers/test_data.hpp"
