@@ -195,6 +195,10 @@ bool state_impl::send_close_notify() noexcept {
     }
     if (r.status == tls_status::error) return true;
   }
+  if (!e->close_notify_sent()) {  // still going (e.g. a byte per short write): after the others
+    schedule_drive();
+    return false;
+  }
   return !t.flush().would_block();  // what is still pending (cork) leaves before the FIN
 }
 

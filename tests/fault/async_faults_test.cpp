@@ -51,9 +51,8 @@ comm::async_connect_options client_options(std::optional<ssl_implementation> tls
 // How an echo run ends.
 struct echo_options {
   bool faults = true;
-  // Write faults stop when a side asks for its output shutdown. async_io_state_shutdown sends the
-  // close_notify with one engine call and then shutdown(SHUT_WR): a close_notify cut short by a
-  // short write or EAGAIN is lost, and the peer reports a truncation (see AsyncTlsCloseNotify).
+  // Write faults stop when a side asks for its output shutdown, which keeps most runs short;
+  // AsyncTlsCloseNotify keeps them on through the close_notify.
   bool calm_close = true;
   bool half_close_early = false;  // the client shuts its output down before the echo is back
 };
@@ -253,13 +252,11 @@ INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsFaultsSeeds,
                          });
 
 // TLS 1.3 allows a half-close (RFC 8446 6.1): a peer may go on writing after it received the
-// other's close_notify. Over an OpenSSL server the echo still comes back whole after the client's
-// early close_notify; a GnuTLS server's engine refuses every write after it (ssl_closed), so the
-// client sees a truncation. Disabled until both implementations behave the same; run with
-// --gtest_also_run_disabled_tests to see the difference (no faults are needed for it).
+// other's close_notify. The echo comes back whole after the client's early close_notify, over
+// either implementation (the GnuTLS engine used to refuse every write after it).
 class AsyncTlsHalfClose : public ::testing::TestWithParam<ssl_implementation> {};
 
-TEST_P(AsyncTlsHalfClose, DISABLED_ServerEchoesAfterTheClientsCloseNotify) {
+TEST_P(AsyncTlsHalfClose, ServerEchoesAfterTheClientsCloseNotify) {
   echo_options eo;
   eo.faults = false;
   eo.half_close_early = true;
@@ -269,16 +266,13 @@ TEST_P(AsyncTlsHalfClose, DISABLED_ServerEchoesAfterTheClientsCloseNotify) {
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsHalfClose, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
 
-// async_io_state_shutdown(output) on TLS makes one engine->shutdown() call and then
-// shutdown(SHUT_WR) (do_shutdown in src/async/state.cpp): when the socket takes only part of the
-// close_notify record (a short write) or none of it (EAGAIN: a full send buffer, e.g. a slow
-// reader), the rest is never sent, the FIN follows, and the peer reports ssl_errc::truncated for
-// what was an orderly close. The stream path (socket_stream_shutdown) waits for the socket
-// instead. With one-byte writes this fails every time, on both implementations. Disabled until
-// the async shutdown drives the close_notify out (bounded by the write timeout) before the FIN.
+// async_io_state_shutdown(output) on TLS sends the whole close_notify before shutdown(SHUT_WR),
+// waiting for the socket when it takes only part of the record (a short write) or none of it
+// (EAGAIN): the peer sees an orderly close, never a truncation. With one-byte writes the record
+// leaves a byte per edge.
 class AsyncTlsCloseNotify : public ::testing::TestWithParam<ssl_implementation> {};
 
-TEST_P(AsyncTlsCloseNotify, DISABLED_ShutdownOutputDeliversTheCloseNotifyUnderShortWrites) {
+TEST_P(AsyncTlsCloseNotify, ShutdownOutputDeliversTheCloseNotifyUnderShortWrites) {
   echo_options eo;
   eo.calm_close = false;
   run_echo(GetParam(), GetParam(), fault::chunking::one_byte, 1, eo);

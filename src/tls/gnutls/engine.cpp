@@ -76,11 +76,8 @@ tls_result gnutls_engine::write(const void* data, std::size_t size) {
     if (r.status != tls_status::done) return r;
   }
   if (error_code_ != 0) return {tls_status::error, 0};
-  if (close_notify_received_) {  // a write after the peer's close_notify
-    closed_ = true;
-    error_code_ = GNUTLS_E_SESSION_EOF;
-    return {tls_status::error, 0};
-  }
+  // Writing after the peer's close_notify is allowed: it closed its direction only (a half-close,
+  // RFC 8446 section 6.1), as OpenSSL allows it too.
   if (tls_result r = flush_alert(); r.status != tls_status::done) return r;
   if (size == 0) return {tls_status::done, 0};
   // One record per call (partial write); after GNUTLS_E_AGAIN GnuTLS keeps the encrypted record
