@@ -235,14 +235,14 @@ def write_reports(results, path_json, path_md, meta, reference):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="each workload once on a tiny size (CI)")
-    ap.add_argument("--runs", type=int, default=None, help="alternating runs per side (default 5; quick 1)")
+    ap.add_argument("--runs", type=int, default=None, help="alternating runs per side (default 7; quick 1)")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--only", default="", help="run only workloads whose name contains this text")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--strict", action="store_true", help="also fail when a comm program fails")
     args = ap.parse_args()
-    runs = args.runs or (1 if args.quick else 5)
+    runs = args.runs or (1 if args.quick else 7)
     t_start = time.monotonic()
 
     binaries = os.path.join(args.build_dir, "bench") if args.no_build else build(args.build_dir, os.cpu_count() or 2)
