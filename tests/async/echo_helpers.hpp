@@ -25,13 +25,23 @@ inline void start_echo(comm::async_io_state& state) {
 }
 
 struct echo_server {
+  // What the loop's callbacks record. They own it too: a handshake that fails while the server
+  // object goes away (its loop stops after its members) must not write into freed members.
+  struct record {
+    std::atomic<int> accepted{0};
+    std::atomic<int> ssl_errors{0};
+    std::mutex errors_mutex;
+    std::vector<comm::ssl_failure_kind> ssl_error_kinds;
+    waiter errors_changed;
+  };
+  std::shared_ptr<record> rec = std::make_shared<record>();
+  std::atomic<int>& accepted = rec->accepted;
+  std::atomic<int>& ssl_errors = rec->ssl_errors;
+  std::mutex& errors_mutex = rec->errors_mutex;
+  std::vector<comm::ssl_failure_kind>& ssl_error_kinds = rec->ssl_error_kinds;
+  waiter& errors_changed = rec->errors_changed;
   loop_thread lt{"echo server"};
   std::shared_ptr<comm::accepting_handle> handle;
-  std::atomic<int> accepted{0};
-  std::atomic<int> ssl_errors{0};
-  std::mutex errors_mutex;
-  std::vector<comm::ssl_failure_kind> ssl_error_kinds;
-  waiter errors_changed;
 
   explicit echo_server(comm::ssl_abstract_context ctx = {},
                        std::optional<std::chrono::milliseconds> handshake_timeout = std::chrono::seconds(10)) {
@@ -42,17 +52,17 @@ struct echo_server {
       o.queue_output = true;
       o.ssl_ctx = ctx;
       o.handshake_timeout = handshake_timeout;
-      o.ssl_error_callback = [this](std::exception_ptr e, std::optional<comm::endpoint>) {
+      o.ssl_error_callback = [r = rec](std::exception_ptr e, std::optional<comm::endpoint>) {
         {
-          std::lock_guard lock(errors_mutex);
-          ssl_error_kinds.push_back(comm::ssl_failure_indicator(e));
+          std::lock_guard lock(r->errors_mutex);
+          r->ssl_error_kinds.push_back(comm::ssl_failure_indicator(e));
         }
-        errors_changed.notify([&] { ++ssl_errors; });
+        r->errors_changed.notify([&] { ++r->ssl_errors; });
       };
       return comm::accept_tcp_connections_creating_async_io_states(
           *lt, "0",
-          [this](comm::accepting_handle&, comm::async_io_state& s) {
-            ++accepted;
+          [r = rec](comm::accepting_handle&, comm::async_io_state& s) {
+            ++r->accepted;
             start_echo(s);
           },
           std::move(o));
