@@ -227,29 +227,17 @@ TEST_P(AsyncTlsFaults, EchoIsIdentical) {
   run_echo(client, server, mode, seed);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Implementations, AsyncTlsFaults,
-    ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
-                       ::testing::ValuesIn(comm_test::tested_implementations()),
-                       ::testing::Values(fault::chunking::random, fault::chunking::one_byte),
-                       ::testing::Values(std::uint64_t{1}, std::uint64_t{2})),
-    fault_test::echo_param_name{});
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsFaults, fault_test::echo_params(), fault_test::echo_param_name{});
 
-class AsyncTlsFaultsSeeds : public ::testing::TestWithParam<std::tuple<ssl_implementation, std::uint64_t>> {};
+class AsyncTlsFaultsSeeds : public ::testing::TestWithParam<fault_test::seed_param> {};
 
 TEST_P(AsyncTlsFaultsSeeds, RandomSplitsEchoIsIdentical) {
   auto [impl, seed] = GetParam();
   run_echo(impl, impl, fault::chunking::random, seed);
 }
 
-INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsFaultsSeeds,
-                         ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
-                                            ::testing::Values(std::uint64_t{3}, std::uint64_t{4}, std::uint64_t{5},
-                                                              std::uint64_t{6})),
-                         [](const auto& info) {
-                           return std::string(comm::to_string(std::get<0>(info.param))) + "_seed" +
-                                  std::to_string(std::get<1>(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsFaultsSeeds, fault_test::seed_params(),
+                         fault_test::seed_param_name{});
 
 // TLS 1.3 allows a half-close (RFC 8446 6.1): a peer may go on writing after it received the
 // other's close_notify. The echo comes back whole after the client's early close_notify, over

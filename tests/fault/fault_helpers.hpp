@@ -11,6 +11,7 @@
 
 #include "comm/comm.hpp"
 #include "fault/socket_faults.hpp"
+#include "peers/implementations.hpp"
 
 namespace fault_test {
 
@@ -74,6 +75,27 @@ struct echo_param_name {
     auto [client, server, mode, seed] = info.param;
     return std::string(comm::to_string(client)) + "_to_" + std::string(comm::to_string(server)) + "_" +
            chunking_name(mode) + "_seed" + std::to_string(seed);
+  }
+};
+
+// Every client x server implementation pair, both chunking modes, seeds 1 and 2.
+inline auto echo_params() {
+  return ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
+                            ::testing::ValuesIn(comm_test::tested_implementations()),
+                            ::testing::Values(fault::chunking::random, fault::chunking::one_byte),
+                            ::testing::Values(std::uint64_t{1}, std::uint64_t{2}));
+}
+
+// One implementation on both sides with more seeds (random splits).
+using seed_param = std::tuple<comm::ssl_implementation, std::uint64_t>;
+inline auto seed_params() {
+  return ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
+                            ::testing::Values(std::uint64_t{3}, std::uint64_t{4}, std::uint64_t{5}, std::uint64_t{6}));
+}
+struct seed_param_name {
+  template <class Info>
+  std::string operator()(const Info& info) const {
+    return std::string(comm::to_string(std::get<0>(info.param))) + "_seed" + std::to_string(std::get<1>(info.param));
   }
 };
 

@@ -166,29 +166,17 @@ TEST_P(StreamTlsFaults, EchoIsIdentical) {
   run_echo(client, server, mode, seed);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Implementations, StreamTlsFaults,
-    ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
-                       ::testing::ValuesIn(comm_test::tested_implementations()),
-                       ::testing::Values(fault::chunking::random, fault::chunking::one_byte),
-                       ::testing::Values(std::uint64_t{1}, std::uint64_t{2})),
-    fault_test::echo_param_name{});
+INSTANTIATE_TEST_SUITE_P(Implementations, StreamTlsFaults, fault_test::echo_params(), fault_test::echo_param_name{});
 
-class StreamTlsFaultsSeeds : public ::testing::TestWithParam<std::tuple<ssl_implementation, std::uint64_t>> {};
+class StreamTlsFaultsSeeds : public ::testing::TestWithParam<fault_test::seed_param> {};
 
 TEST_P(StreamTlsFaultsSeeds, RandomSplitsEchoIsIdentical) {
   auto [impl, seed] = GetParam();
   run_echo(impl, impl, fault::chunking::random, seed);
 }
 
-INSTANTIATE_TEST_SUITE_P(Implementations, StreamTlsFaultsSeeds,
-                         ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
-                                            ::testing::Values(std::uint64_t{3}, std::uint64_t{4}, std::uint64_t{5},
-                                                              std::uint64_t{6})),
-                         [](const auto& info) {
-                           return std::string(comm::to_string(std::get<0>(info.param))) + "_seed" +
-                                  std::to_string(std::get<1>(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(Implementations, StreamTlsFaultsSeeds, fault_test::seed_params(),
+                         fault_test::seed_param_name{});
 
 class StreamPlainFaults : public ::testing::TestWithParam<std::tuple<fault::chunking, std::uint64_t>> {};
 

@@ -23,6 +23,8 @@ using credentials_ptr = std::unique_ptr<gnutls_certificate_credentials_st,
                                         deleter<gnutls_certificate_credentials_t, gnutls_certificate_free_credentials>>;
 using session_ptr = std::unique_ptr<gnutls_session_int, deleter<gnutls_session_t, gnutls_deinit>>;
 using crt_ptr = std::unique_ptr<gnutls_x509_crt_int, deleter<gnutls_x509_crt_t, gnutls_x509_crt_deinit>>;
+// A DER certificate (as gnutls_certificate_get_peers gives them) imported; null when it cannot be.
+crt_ptr import_der(const gnutls_datum_t& der);
 using crl_ptr = std::unique_ptr<gnutls_x509_crl_int, deleter<gnutls_x509_crl_t, gnutls_x509_crl_deinit>>;
 using priority_ptr = std::unique_ptr<std::remove_pointer_t<gnutls_priority_t>, deleter<gnutls_priority_t, gnutls_priority_deinit>>;
 using dh_params_ptr = std::unique_ptr<std::remove_pointer_t<gnutls_dh_params_t>, deleter<gnutls_dh_params_t, gnutls_dh_params_deinit>>;

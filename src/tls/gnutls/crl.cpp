@@ -38,14 +38,6 @@ void import_crls(const gnutls_datum_t& pem, const std::string& what, std::vector
   gnutls_free(list);
 }
 
-crt_ptr import_der(const gnutls_datum_t& der) {
-  gnutls_x509_crt_t crt = nullptr;
-  if (gnutls_x509_crt_init(&crt) < 0) return nullptr;
-  crt_ptr p(crt);
-  if (gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) < 0) return nullptr;
-  return p;
-}
-
 // The leaf's issuer: the certificate of the peer's chain that issued it, else the trust anchor.
 crt_ptr find_issuer(gnutls_session_t session, gnutls_x509_crt_t leaf, const gnutls_datum_t* certs, unsigned n) {
   for (unsigned i = 1; i < n; ++i) {

@@ -10,7 +10,6 @@
 #include "tls/gnutls/crl.hpp"
 
 namespace comm::detail::gtls {
-namespace {
 
 crt_ptr import_der(const gnutls_datum_t& der) {
   gnutls_x509_crt_t crt = nullptr;
@@ -19,6 +18,8 @@ crt_ptr import_der(const gnutls_datum_t& der) {
   if (gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) < 0) return nullptr;
   return p;
 }
+
+namespace {
 
 std::string take(gnutls_datum_t& d) {
   std::string s(reinterpret_cast<const char*>(d.data), d.size);
