@@ -28,6 +28,20 @@ comm::ssl_abstract_context server_ctx(comm::ssl_implementation impl, const comm_
   return comm::create_ssl_server_context(std::move(o));
 }
 
+// Attaches TLS to a connected pair of states: the server side, and the client side for "localhost".
+void attach_pair(comm::async_io_state& client, comm::async_io_state& server, comm::ssl_implementation impl,
+                 comm::ssl_callback on_client, comm::ssl_callback on_server) {
+  comm::attach_ssl_options so;
+  so.ssl_ctx = server_ctx(impl);
+  so.ssl_side = comm::ssl_side::server;
+  comm::async_io_state_attach_ssl(server, std::move(so), std::move(on_server));
+  comm::attach_ssl_options co;
+  co.ssl_ctx = client_ctx(impl);
+  co.ssl_side = comm::ssl_side::client;
+  co.tlsext_host_name = "localhost";
+  comm::async_io_state_attach_ssl(client, std::move(co), std::move(on_client));
+}
+
 // One TLS client exchange on a loop: connect, write `message`, read `expect_size` bytes.
 struct exchange_result {
   std::exception_ptr error;
@@ -174,10 +188,7 @@ TEST_P(AsyncTls, StartTlsAndBackOnAPairOfStates) {
            b = std::make_shared<comm::socket_handle>(std::move(b))] {
     client = comm::create_async_io_state(*lt, std::move(*a));
     server = comm::create_async_io_state(*lt, std::move(*b));
-    comm::attach_ssl_options so;
-    so.ssl_ctx = server_ctx(GetParam());
-    so.ssl_side = comm::ssl_side::server;
-    comm::async_io_state_attach_ssl(*server, std::move(so), [&](comm::async_io_state& s, std::exception_ptr e) {
+    auto on_server = [&](comm::async_io_state& s, std::exception_ptr e) {
       EXPECT_FALSE(e) << what_of(e);
       comm::async_io_state_read_with_checking(s, [&](comm::async_io_state& st, std::span<const std::byte> d) {
         if (d.size() < 6) return;
@@ -189,12 +200,8 @@ TEST_P(AsyncTls, StartTlsAndBackOnAPairOfStates) {
           comm::async_io_state_write_buffer(st2, std::string("plain!"), {});
         });
       });
-    });
-    comm::attach_ssl_options co;
-    co.ssl_ctx = client_ctx(GetParam());
-    co.ssl_side = comm::ssl_side::client;
-    co.tlsext_host_name = "localhost";
-    comm::async_io_state_attach_ssl(*client, std::move(co), [&](comm::async_io_state& s, std::exception_ptr e) {
+    };
+    auto on_client = [&](comm::async_io_state& s, std::exception_ptr e) {
       EXPECT_FALSE(e) << what_of(e);
       comm::async_io_state_write_buffer(s, std::string("secret"), [&](comm::async_io_state& st, std::size_t) {
         comm::async_io_state_detach_ssl(st, [&](comm::async_io_state& st2, std::exception_ptr e2) {
@@ -207,7 +214,8 @@ TEST_P(AsyncTls, StartTlsAndBackOnAPairOfStates) {
           });
         });
       });
-    });
+    };
+    attach_pair(*client, *server, GetParam(), on_client, on_server);
     return 0;
   });
   ASSERT_TRUE(w.wait([&] { return events.size() == 4; })) << events.size();
@@ -234,9 +242,6 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
            b = std::make_shared<comm::socket_handle>(std::move(b))] {
     client = comm::create_async_io_state(*lt, std::move(*a));
     server = comm::create_async_io_state(*lt, std::move(*b));
-    comm::attach_ssl_options so;
-    so.ssl_ctx = server_ctx(GetParam());
-    so.ssl_side = comm::ssl_side::server;
     auto done = [&](comm::async_io_state&, std::exception_ptr e) {
       EXPECT_FALSE(e) << what_of(e);
       if (++handshakes < 2) return;
@@ -249,12 +254,7 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
                                                  [&](comm::async_io_state&, std::error_code ec) { w.notify([&] { shut = ec; }); });
       });
     };
-    comm::async_io_state_attach_ssl(*server, std::move(so), done);
-    comm::attach_ssl_options co;
-    co.ssl_ctx = client_ctx(GetParam());
-    co.ssl_side = comm::ssl_side::client;
-    co.tlsext_host_name = "localhost";
-    comm::async_io_state_attach_ssl(*client, std::move(co), done);
+    attach_pair(*client, *server, GetParam(), done, done);
     return 0;
   });
   ASSERT_TRUE(w.wait([&] { return shut.has_value(); }, std::chrono::seconds(10)));
