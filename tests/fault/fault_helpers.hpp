@@ -99,6 +99,35 @@ struct seed_param_name {
   }
 };
 
+// Every client x server implementation pair, cut by a FIN or a reset.
+inline auto cut_params() {
+  return ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
+                            ::testing::ValuesIn(comm_test::tested_implementations()),
+                            ::testing::Values(fault::cut_kind::fin, fault::cut_kind::reset));
+}
+struct cut_param_name {
+  template <class Info>
+  std::string operator()(const Info& info) const {
+    return std::string(comm::to_string(std::get<0>(info.param))) + "_to_" +
+           std::string(comm::to_string(std::get<1>(info.param))) +
+           (std::get<2>(info.param) == fault::cut_kind::fin ? "_fin" : "_reset");
+  }
+};
+
+// A TLS connection cut mid-stream must end in ssl_failure with ssl_errc::truncated.
+inline void expect_truncated(std::exception_ptr error) {
+  ASSERT_TRUE(error) << "a cut TLS connection ended without an error";
+  try {
+    std::rethrow_exception(error);
+  } catch (const comm::ssl_failure& e) {
+    EXPECT_EQ(static_cast<const std::system_error&>(e).code(), comm::make_error_code(comm::ssl_errc::truncated))
+        << e.what();
+    EXPECT_EQ(e.code().kind, comm::ssl_code_kind::truncated) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected ssl_failure (truncated), got: " << e.what();
+  }
+}
+
 // Payload size per mode: one byte at a time costs a system call (and a TCP segment) per byte.
 inline std::size_t payload_size(fault::chunking mode) {
   return mode == fault::chunking::one_byte ? 24 * 1024 : 256 * 1024;

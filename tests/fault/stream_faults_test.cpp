@@ -253,27 +253,10 @@ TEST_P(StreamTlsCut, ReaderSeesTruncationNeverACleanEnd) {
   EXPECT_FALSE(r.rec.clean_end) << "a cut TLS connection was reported as an orderly end after " << r.rec.bytes
                                 << " bytes";
   EXPECT_LT(r.rec.bytes, r.cut_after);
-  ASSERT_TRUE(r.rec.error);
-  try {
-    std::rethrow_exception(r.rec.error);
-  } catch (const comm::ssl_failure& e) {
-    EXPECT_EQ(static_cast<const std::system_error&>(e).code(), comm::make_error_code(comm::ssl_errc::truncated))
-        << e.what();
-    EXPECT_EQ(e.code().kind, comm::ssl_code_kind::truncated) << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected ssl_failure (truncated), got: " << e.what();
-  }
+  fault_test::expect_truncated(r.rec.error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Implementations, StreamTlsCut,
-                         ::testing::Combine(::testing::ValuesIn(comm_test::tested_implementations()),
-                                            ::testing::ValuesIn(comm_test::tested_implementations()),
-                                            ::testing::Values(fault::cut_kind::fin, fault::cut_kind::reset)),
-                         [](const auto& info) {
-                           return std::string(comm::to_string(std::get<0>(info.param))) + "_to_" +
-                                  std::string(comm::to_string(std::get<1>(info.param))) +
-                                  (std::get<2>(info.param) == fault::cut_kind::fin ? "_fin" : "_reset");
-                         });
+INSTANTIATE_TEST_SUITE_P(Implementations, StreamTlsCut, fault_test::cut_params(), fault_test::cut_param_name{});
 
 TEST(StreamPlainCut, FinDeliversExactlyTheBytesBeforeTheCut) {
   cut_result r;
