@@ -92,7 +92,11 @@ bool state_impl::step_ssl() {
     t.cork();
     auto r = e->handshake();
     io_result sent = t.uncork();
-    if (sent.error != 0 && !sent.would_block()) {
+    // A failed or closed handshake reports the engine's outcome (its alert went out best
+    // effort), not the transport's.
+    const bool going = r.status == tls_status::done || r.status == tls_status::want_input ||
+                       r.status == tls_status::want_output;
+    if (sent.error != 0 && !sent.would_block() && going) {
       finish_ssl(transport_failure(sent.error, describe_operation("TLS handshake", peer_text()), this));
       return true;
     }

@@ -38,7 +38,11 @@ bool run_handshake(socket_stream& stream, stream_core& core, std::optional<milli
       stream_core::corked_scope corked(core);
       r = engine.handshake();
       core.transport.cork.uncork();
-      if (!core.flush_transport(deadline, "TLS handshake with")) return timed_out();
+      if (r.status == tls_status::error || r.status == tls_status::closed) {
+        core.transport.flush();  // the alert, best effort: the engine's outcome is the one to report
+      } else if (!core.flush_transport(deadline, "TLS handshake with")) {
+        return timed_out();
+      }
     }
     switch (r.status) {
       case tls_status::done:
