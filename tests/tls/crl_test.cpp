@@ -21,6 +21,7 @@
 #include "comm/tls.hpp"
 #include "peers/implementations.hpp"
 #include "peers/policy_certs.hpp"
+#include "tls/tls_test_util.hpp"
 
 namespace {
 
@@ -156,23 +157,7 @@ class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
   }
   verdict connect_to(const std::string& cert_pem, const std::string& key_pem, const std::string& crl_file,
                      const std::string& crl_pem, comm::verify_callback callback = {}) {
-    comm::ssl_context_options so;
-    so.implementation = comm::ssl_implementation::openssl;  // the server side is not under test
-    so.cert_pem = cert_pem;
-    so.key_pem = key_pem;
-    comm::server_options opts;
-    opts.address = "127.0.0.1";
-    opts.ssl_ctx = comm::create_ssl_server_context(std::move(so));
-    opts.handshake_timeout = 5s;
-    opts.tls_error_callback = [](const std::exception&) {};  // the client's refusal reaches here
-    comm::server srv = comm::start_up_server(
-        [](comm::socket_stream& s) {
-          if (auto line = s.read_line()) {
-            s.write_all(*line + "\n");
-            s.flush();
-          }
-        },
-        std::move(opts));
+    comm::server srv = comm_test::start_line_echo_server(cert_pem, key_pem);
 
     verdict v;
     try {

@@ -3,9 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <functional>
 #include <string>
 
+#include "comm/stream.hpp"
 #include "comm/tls.hpp"
 #include "peers/certificates.hpp"
 #include "peers/engine_connection.hpp"
@@ -64,6 +66,29 @@ inline std::vector<std::string> s_server_args(const credential& c, std::vector<s
   if (!c.chain_file.empty()) a.insert(a.end(), {"-cert_chain", c.chain_file});
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
+}
+
+// A TLS start_up_server on 127.0.0.1 echoing one line, presenting cert_pem (a chain) and key_pem
+// with OpenSSL: the server side is not under test, the client's verification is. A client's
+// refusal of the certificate reaches the server only as a failed handshake, which it ignores.
+inline comm::server start_line_echo_server(const std::string& cert_pem, const std::string& key_pem) {
+  comm::ssl_context_options so;
+  so.implementation = comm::ssl_implementation::openssl;
+  so.cert_pem = cert_pem;
+  so.key_pem = key_pem;
+  comm::server_options opts;
+  opts.address = "127.0.0.1";
+  opts.ssl_ctx = comm::create_ssl_server_context(std::move(so));
+  opts.handshake_timeout = std::chrono::seconds(5);
+  opts.tls_error_callback = [](const std::exception&) {};
+  return comm::start_up_server(
+      [](comm::socket_stream& s) {
+        if (auto line = s.read_line()) {
+          s.write_all(*line + "\n");
+          s.flush();
+        }
+      },
+      std::move(opts));
 }
 
 }  // namespace comm_test
