@@ -137,6 +137,9 @@ struct verify_result {
   long code = 0;  // the implementation's own: X509_V_ERR_* (OpenSSL), gnutls status bits (GnuTLS)
   verify_reason reason = verify_reason::other;
   std::string message;  // "certificate has expired", ...
+  // The handshake took this verdict from the context's verified-chain cache (see
+  // ssl_context_options::verified_chain_cache) instead of checking the chain again.
+  bool from_cache = false;
 };
 
 struct certificate_data {
@@ -225,6 +228,15 @@ struct ssl_context_options {
   std::optional<peer_verification> verify{};
   bool check_host_name = true;  // client: host name / IP SAN check against the name connected to
   comm::verify_callback verify_callback{};
+  // Verified-chain cache. Once a peer's chain has verified (chain to a trusted root, host name,
+  // purpose, validity), the same certificate bytes for the same host name are accepted again by
+  // this context without repeating those checks, for at most this long and never past the earliest
+  // notAfter of the peer's certificates; the checks of the first verification then stand. Every
+  // handshake still checks the peer's proof of its key and runs verify_callback (which sees
+  // verify_result::from_cache). Failures are never cached. Not used with CRLs, with native
+  // configure callbacks in these options, or on a connection given a ctx_configure_callback or
+  // ssl_configure_callback (these may change what verification means). 0 = off.
+  std::chrono::seconds verified_chain_cache{60};
   protocol_versions protocol_version{};
   std::vector<std::string> alpn_protocols{};  // in preference order
   std::string ciphers{};       // TLS 1.2 cipher list (implementation syntax)

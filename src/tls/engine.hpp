@@ -8,6 +8,7 @@
 // plain bytes that follow stay in the socket (detach_ssl relies on this).
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <cstddef>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "comm/tls.hpp"
+#include "tls/verified_chain_cache.hpp"
 
 namespace comm::detail {
 
@@ -132,6 +134,20 @@ class backend_context {
  public:
   virtual ~backend_context() = default;
   virtual ssl_ctx_ref native() const noexcept = 0;
+
+  // The verified-chain cache, or null: off in the options, CRLs given, or native objects open to
+  // user callbacks. A connection's ctx_configure_callback may change the shared native context,
+  // so after one has run the cache is never used again.
+  std::unique_ptr<verified_chain_cache> chain_cache;
+  std::atomic<bool> configured_natively{false};
+  verified_chain_cache* usable_chain_cache() const noexcept {
+    return configured_natively.load(std::memory_order_relaxed) ? nullptr : chain_cache.get();
+  }
+  static std::unique_ptr<verified_chain_cache> make_chain_cache(const ssl_context_options& o, bool native_callbacks) {
+    if (o.verified_chain_cache.count() <= 0 || native_callbacks || !o.crl_file.empty() || !o.crl_pem.empty())
+      return nullptr;
+    return std::make_unique<verified_chain_cache>(o.verified_chain_cache);
+  }
 };
 
 // One per implementation. Adding an implementation = a folder with one of these.

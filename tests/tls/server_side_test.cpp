@@ -137,6 +137,31 @@ TEST_P(ServerSide, RequiredClientCertificateUntrustedIsRefused) {
   EXPECT_NE(client->wait_exit(5s).value_or(0), 0);
 }
 
+// A server keeps verified client chains too (ssl_context_options::verified_chain_cache): the same
+// certificate again is accepted from the cache, another one is checked in full.
+TEST_P(ServerSide, ClientCertificateVerifiedOnceIsAcceptedFromTheCache) {
+  tls_listener l;
+  auto ctx = requiring_client_cert(GetParam());
+  for (int i = 0; i < 2; ++i) {
+    auto client = s_client(l.port(), {"-cert", pki().client.cert_file, "-cert_chain", pki().client.chain_file, "-key",
+                                      pki().client.key_file});
+    auto s = l.accept(ctx);
+    auto v = comm::ssl_connection_verify(s);
+    EXPECT_TRUE(v.ok) << v.message;
+    EXPECT_EQ(v.from_cache, i == 1);
+    client->write_stdin("with cert\n");
+    EXPECT_EQ(s.read_line(), "with cert");
+  }
+  auto client = s_client(l.port(), {"-cert", pki().untrusted_client.cert_file, "-key", pki().untrusted_client.key_file});
+  client->write_stdin("x\n");
+  try {
+    l.accept(ctx);
+    FAIL() << "handshake succeeded";
+  } catch (const comm::ssl_verification_failure& e) {
+    EXPECT_EQ(e.reason(), comm::verify_reason::unknown_issuer) << e.what();
+  }
+}
+
 // comm as the client, s_server demanding a certificate.
 TEST_P(ServerSide, CommClientPresentsItsCertificateWhenAsked) {
   openssl_server server({"-cert", pki().good.cert_file, "-cert_chain", pki().good.chain_file, "-key",

@@ -95,6 +95,9 @@ std::unique_ptr<tls_engine> make_adopted_engine(session_ptr session, const engin
 
 // Verification: the peer's chain against the session's trust, the host name (or IP SAN) and purpose;
 // with `crls` non-empty also that the leaf's issuer has a CRL among them (as OpenSSL requires).
+// The earliest expiry of the peer's certificates and of the trusted issuer of the last one.
+std::chrono::system_clock::time_point chain_not_after(const gnutls_datum_t* certs, unsigned n,
+                                                      gnutls_certificate_credentials_t trust);
 verify_result verify_session(gnutls_session_t session, const std::string& host_name, ssl_side side,
                              const std::vector<crl_ptr>* crls = nullptr);
 verify_result verify_result_from_status(gnutls_session_t session, unsigned status);

@@ -364,6 +364,8 @@ std::shared_ptr<gnutls_context> realize_context(const ssl_context_options& optio
   c->options = options;
   forget_secrets(c->options);  // the credentials are made from `options` below
   c->side = side;
+  c->chain_cache = backend_context::make_chain_cache(
+      options, options.gnutls_credentials_configure_callback || options.gnutls_session_configure_callback);
 
   const std::string prio = priority_string(options, side, op);
   gnutls_priority_t raw_prio = nullptr;
@@ -418,7 +420,10 @@ class gnutls_backend final : public tls_backend {
                                             const engine_params& params, transport& t) const override {
     auto c = std::dynamic_pointer_cast<gnutls_context>(std::move(context));
     if (!c) throw std::invalid_argument("GnuTLS engine: the context was realised by another implementation");
-    if (params.ctx_configure) params.ctx_configure(gnutls_credentials_ref{c->credentials.get()});
+    if (params.ctx_configure) {
+      c->configured_natively = true;
+      params.ctx_configure(gnutls_credentials_ref{c->credentials.get()});
+    }
     return make_gnutls_engine(std::move(c), params, t);
   }
 
@@ -443,7 +448,10 @@ class gnutls_backend final : public tls_backend {
       c = slot;
     } else {
       c = realize_context(o, side);
-      if (params.ctx_configure) params.ctx_configure(gnutls_credentials_ref{c->credentials.get()});
+      if (params.ctx_configure) {
+        c->configured_natively = true;
+        params.ctx_configure(gnutls_credentials_ref{c->credentials.get()});
+      }
     }
     return make_gnutls_engine(std::move(c), params, t);
   }

@@ -64,7 +64,9 @@ class gnutls_engine final : public tls_engine {
   bool session_reused() const override { return session_ && gnutls_session_is_resumed(session_.get()) != 0; }
   verify_result verify() const override {
     if (!session_) return verify_result{false, 0, verify_reason::no_certificate, "no peer certificate"};
-    return verify_session(session_.get(), host_name_, side_, active_ != nullptr ? &active_->crls : nullptr);
+    verify_result r = verify_session(session_.get(), host_name_, side_, active_ != nullptr ? &active_->crls : nullptr);
+    r.from_cache = r.ok && verified_from_cache_;
+    return r;
   }
   std::vector<certificate_data> peer_certificates_data() const override {
     return session_ ? gtls::peer_certificates_data(session_.get()) : std::vector<certificate_data>{};
@@ -99,6 +101,7 @@ class gnutls_engine final : public tls_engine {
   static int keylog_function(gnutls_session_t s, const char* label, const gnutls_datum_t* secret);
   static int cert_request_hook(gnutls_session_t s, unsigned, unsigned, unsigned incoming, const gnutls_datum_t*);
   int on_verify();
+  verify_result verify_with_cache(const gnutls_context& c);
   int on_client_hello();
   int on_cert_request();
 
@@ -135,6 +138,7 @@ class gnutls_engine final : public tls_engine {
   ssl_code refused_by_{};
   std::exception_ptr callback_error_;
   std::optional<verify_result> verify_failure_;
+  bool verified_from_cache_ = false;  // this handshake's verdict came from the verified-chain cache
 };
 
 }  // namespace comm::detail::gtls

@@ -114,6 +114,26 @@ void gnutls_engine::read_certificates(const std::string& key_file, const read_ce
   own_credentials_ = std::move(cred);
 }
 
+// verify_session, or the verified-chain cache's earlier verdict for the same chain and name. A
+// connection whose session a configure callback had uses no cache.
+verify_result gnutls_engine::verify_with_cache(const gnutls_context& c) {
+  verified_from_cache_ = false;
+  verified_chain_cache* cache = ssl_configure_ || adopted_ ? nullptr : c.usable_chain_cache();
+  unsigned n = 0;
+  const gnutls_datum_t* certs = cache != nullptr ? gnutls_certificate_get_peers(session(), &n) : nullptr;
+  if (certs == nullptr || n == 0) return verify_session(session(), host_name_, side_, &c.crls);
+  std::string key = verified_chain_cache::key(side_, host_name_);
+  for (unsigned i = 0; i < n; ++i) verified_chain_cache::add_certificate(key, {certs[i].data, certs[i].size});
+  const auto now = verified_chain_cache::clock::now();
+  if (cache->contains(key, now)) {
+    verified_from_cache_ = true;
+    return verify_result{true, 0, verify_reason::ok, "ok", true};
+  }
+  verify_result r = verify_session(session(), host_name_, side_, &c.crls);
+  if (r.ok) cache->insert(std::move(key), now, chain_not_after(certs, n, c.credentials.get()));
+  return r;
+}
+
 int gnutls_engine::verify_function(gnutls_session_t s) {
   gnutls_engine* e = from(s);
   return e ? e->on_verify() : GNUTLS_E_CERTIFICATE_ERROR;
@@ -124,7 +144,7 @@ int gnutls_engine::verify_function(gnutls_session_t s) {
 int gnutls_engine::on_verify() {
   const gnutls_context& c = *active_;
   const peer_verification mode = c.verify_mode();
-  verify_result r = verify_session(session(), host_name_, side_, &c.crls);
+  verify_result r = verify_with_cache(c);
   if (r.reason == verify_reason::no_certificate && side_ != ssl_side::client) {
     if (mode != peer_verification::required) return 0;  // optional: none sent is fine
     verify_failure_ = r;

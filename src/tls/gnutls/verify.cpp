@@ -4,6 +4,7 @@
 // messages are OpenSSL's texts for the same conditions.
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "tls/gnutls/common.hpp"
@@ -179,6 +180,28 @@ verify_result verify_result_from_status(gnutls_session_t session, unsigned statu
     if (r.message.empty()) r.message = "certificate verification failed";
   }
   return r;
+}
+
+std::chrono::system_clock::time_point chain_not_after(const gnutls_datum_t* certs, unsigned n,
+                                                      gnutls_certificate_credentials_t trust) {
+  using clock = std::chrono::system_clock;
+  auto earliest = clock::time_point::max();
+  crt_ptr last;
+  for (unsigned i = 0; i < n; ++i) {
+    last = import_der(certs[i]);
+    const time_t t = last ? gnutls_x509_crt_get_expiration_time(last.get()) : time_t(-1);
+    if (t == time_t(-1)) return clock::time_point::min();  // unknown: not cached
+    earliest = std::min(earliest, clock::from_time_t(t));
+  }
+  gnutls_x509_trust_list_t list = nullptr;
+  gnutls_x509_crt_t anchor = nullptr;  // owned by the list
+  if (last && trust != nullptr) gnutls_certificate_get_trust_list(trust, &list);
+  if (list != nullptr && gnutls_x509_trust_list_get_issuer(list, last.get(), &anchor, 0) == 0 && anchor != nullptr) {
+    const time_t t = gnutls_x509_crt_get_expiration_time(anchor);
+    if (t == time_t(-1)) return clock::time_point::min();
+    earliest = std::min(earliest, clock::from_time_t(t));
+  }
+  return earliest;
 }
 
 verify_result verify_session(gnutls_session_t session, const std::string& host_name, ssl_side side,

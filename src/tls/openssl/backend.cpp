@@ -26,7 +26,10 @@ class openssl_backend final : public tls_backend {
                                             const engine_params& params, transport& t) const override {
     auto c = std::dynamic_pointer_cast<openssl_context>(context);
     if (!c) throw std::invalid_argument("OpenSSL engine: the context was realised by another implementation");
-    if (params.ctx_configure) params.ctx_configure(ssl_ctx_pointer{c->ctx.get()});
+    if (params.ctx_configure) {
+      c->configured_natively = true;
+      params.ctx_configure(ssl_ctx_pointer{c->ctx.get()});
+    }
     ssl_ptr ssl = new_ssl(c->ctx.get());
     return std::make_unique<openssl_engine>(std::move(ssl), std::move(c), engine_origin::abstract_context, params, t);
   }
@@ -41,7 +44,10 @@ class openssl_backend final : public tls_backend {
     o.session_resumption = false;  // nothing to share sessions with
     const ssl_side side = params.side == ssl_side::client ? ssl_side::client : ssl_side::server;
     auto c = realize_context(o, side, false);
-    if (params.ctx_configure) params.ctx_configure(ssl_ctx_pointer{c->ctx.get()});
+    if (params.ctx_configure) {
+      c->configured_natively = true;
+      params.ctx_configure(ssl_ctx_pointer{c->ctx.get()});
+    }
     ssl_ptr ssl = new_ssl(c->ctx.get());
     return std::make_unique<openssl_engine>(std::move(ssl), std::move(c), engine_origin::default_context, params, t);
   }

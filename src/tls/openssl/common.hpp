@@ -43,6 +43,10 @@ struct engine_state {
   std::exception_ptr callback_error;
   ssl_code refused_by;  // client_hello_callback / cert_request_callback / verify_callback
   std::shared_ptr<backend_context> switched_context;  // chosen by the client hello callback
+  // Verified-chain cache: allowed unless a configure callback had the SSL; the name checked.
+  bool chain_cache_allowed = false;
+  std::string verify_host;
+  bool verified_from_cache = false;  // this handshake's verdict came from the cache
 };
 int engine_state_index();
 engine_state* state_of(const SSL* ssl) noexcept;

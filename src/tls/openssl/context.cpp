@@ -2,7 +2,10 @@
 // versions, ciphers, resumption and the model's callbacks.
 #include <openssl/pem.h>
 
+#include <algorithm>
 #include <cstring>
+#include <ctime>
+#include <vector>
 
 #include "tls/openssl/common.hpp"
 #include "tls/openssl/crl.hpp"
@@ -87,21 +90,75 @@ int password_cb(char* buf, int size, int, void* user) {
 
 // Whole-chain verification in one place, so the user's callback runs once per handshake with the
 // final verdict (including the host name check) and may override it.
+// The verified-chain cache key of the chain under verification (the peer's certificates as sent,
+// leaf first), or "" when it cannot be had.
+std::string chain_key(const engine_state& st, ssl_side side, X509_STORE_CTX* store) {
+  std::string key = verified_chain_cache::key(side, st.verify_host);
+  const STACK_OF(X509)* sent = X509_STORE_CTX_get0_untrusted(store);
+  X509* leaf = X509_STORE_CTX_get0_cert(store);
+  if (leaf == nullptr) return {};
+  const int n = sent != nullptr ? sk_X509_num(sent) : 0;
+  std::vector<unsigned char> der;
+  for (int i = -1; i < n; ++i) {
+    X509* x = i < 0 ? leaf : sk_X509_value(sent, i);
+    if (i == 0 && x == leaf) continue;  // the stack starts with the leaf
+    const int len = i2d_X509(x, nullptr);
+    if (len <= 0) return {};
+    der.resize(static_cast<std::size_t>(len));
+    unsigned char* p = der.data();
+    if (i2d_X509(x, &p) != len) return {};
+    verified_chain_cache::add_certificate(key, der);
+  }
+  return key;
+}
+
+// The earliest notAfter of the verified chain (trust anchor included).
+verified_chain_cache::clock::time_point chain_not_after(X509_STORE_CTX* store) {
+  auto earliest = verified_chain_cache::clock::time_point::max();
+  const STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store);
+  for (int i = 0; chain != nullptr && i < sk_X509_num(chain); ++i) {
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(sk_X509_value(chain, i)), &tm) != 1)
+      return verified_chain_cache::clock::time_point::min();  // unknown: not cached
+    earliest = std::min(earliest, verified_chain_cache::clock::from_time_t(timegm(&tm)));
+  }
+  return chain != nullptr ? earliest : verified_chain_cache::clock::time_point::min();
+}
+
+// X509_verify_cert, or the verified-chain cache's earlier verdict for the same chain and name.
+int verify_chain(openssl_context* c, engine_state* st, X509_STORE_CTX* store) {
+  verified_chain_cache* cache = c != nullptr && st != nullptr && st->chain_cache_allowed ? c->usable_chain_cache() : nullptr;
+  if (st != nullptr) st->verified_from_cache = false;
+  if (cache == nullptr) return X509_verify_cert(store);
+  const auto now = verified_chain_cache::clock::now();
+  std::string key = chain_key(*st, c->side, store);
+  if (!key.empty() && cache->contains(key, now)) {
+    st->verified_from_cache = true;
+    X509_STORE_CTX_set_error(store, X509_V_OK);
+    return 1;
+  }
+  const int rc = X509_verify_cert(store);
+  if (rc > 0 && !key.empty() && X509_STORE_CTX_get_error(store) == X509_V_OK)
+    cache->insert(std::move(key), now, chain_not_after(store));
+  return rc;
+}
+
 int cert_verify_cb(X509_STORE_CTX* store, void*) {
   auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
-  const int rc = X509_verify_cert(store);
+  openssl_context* c = ssl ? context_of(SSL_get_SSL_CTX(ssl)) : nullptr;
+  engine_state* st = ssl ? state_of(ssl) : nullptr;
+  const int rc = verify_chain(c, st, store);
   // The verdict is the store's error code. What checking a signature left on the error queue (an
   // EVP error for a CRL signed by another key) must not stand in front of the handshake's
   // "certificate verify failed", which makes the failure an ssl_verification_failure.
   if (rc >= 0) ERR_clear_error();
   int ok = rc > 0 ? 1 : 0;
-  openssl_context* c = ssl ? context_of(SSL_get_SSL_CTX(ssl)) : nullptr;
-  engine_state* st = ssl ? state_of(ssl) : nullptr;
   if (c == nullptr || st == nullptr) return ok;
   const verify_callback& user = c->options.verify_callback;
   if (user) {
     if (st->engine == nullptr || st->engine->owner == nullptr) return ok;
     verify_result r = make_verify_result(X509_STORE_CTX_get_error(store), true);
+    r.from_cache = st->verified_from_cache;
     bool accept = false;
     try {
       accept = user(*st->engine->owner, r);
@@ -298,6 +355,8 @@ std::shared_ptr<openssl_context> realize_context(const ssl_context_options& opti
   c->options = options;
   forget_secrets(c->options);  // the key is read from `options` below; nothing needs them later
   c->side = side;
+  c->chain_cache = backend_context::make_chain_cache(
+      options, options.openssl_ctx_configure_callback || options.openssl_ssl_configure_callback);
   c->ctx.reset(SSL_CTX_new(TLS_method()));
   if (!c->ctx) library_failure(op + ": SSL_CTX_new");
   SSL_CTX* ctx = c->ctx.get();

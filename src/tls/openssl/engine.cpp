@@ -115,6 +115,7 @@ openssl_engine::openssl_engine(ssl_ptr ssl, std::shared_ptr<openssl_context> con
       std::string host = !params.host_name.empty() ? params.host_name : sni;
       const bool check = context_ == nullptr || context_->options.check_host_name;
       if (check && !host.empty()) {
+        state_.verify_host = host;
         if (is_ip_literal(host)) {
           if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), host.c_str()) != 1)
             setup_failure("TLS attach: cannot check IP address " + host);
@@ -132,6 +133,7 @@ openssl_engine::openssl_engine(ssl_ptr ssl, std::shared_ptr<openssl_context> con
     }
     if (context_ && context_->options.openssl_ssl_configure_callback)
       context_->options.openssl_ssl_configure_callback(ssl_pointer{s});
+    state_.chain_cache_allowed = !params.ssl_configure;
   }
   if (params.ssl_configure) params.ssl_configure(ssl_pointer{s});
   ERR_clear_error();
@@ -314,7 +316,9 @@ std::string openssl_engine::server_name() const {
 }
 
 verify_result openssl_engine::verify() const {
-  return make_verify_result(SSL_get_verify_result(ssl_.get()), SSL_get0_peer_certificate(ssl_.get()) != nullptr);
+  verify_result r = make_verify_result(SSL_get_verify_result(ssl_.get()), SSL_get0_peer_certificate(ssl_.get()) != nullptr);
+  r.from_cache = r.ok && state_.verified_from_cache;
+  return r;
 }
 
 void openssl_engine::read_certificates(const std::string& key_file, const read_certificates_options& options) {
