@@ -57,26 +57,29 @@ struct input_readiness {
 // after handling a record, a session ticket or a key update, without having drained the socket,
 // and then no new edge would ever come). Small reads go through a read-ahead: OpenSSL asks for
 // a 5-byte record header and then the body, and one recv serves both (and often the records
-// after). The buffer is allocated while it holds bytes and freed when empty, so an idle
-// connection keeps none. Bytes still in it when TLS is detached are plain data that followed the
+// after). A recv that fills the buffer means more is waiting (a bulk transfer): the next ones
+// take up to max_read_ahead_size, four full records per recv instead of one. The buffer is
+// allocated while it holds bytes and freed when empty, so an idle connection keeps none. Bytes still in it when TLS is detached are plain data that followed the
 // close_notify: unread() hands them back to the state.
 class loop_transport final : public transport {
  public:
   static constexpr std::size_t read_ahead_size = 16 * 1024;
+  static constexpr std::size_t max_read_ahead_size = 64 * 1024;
 
   loop_transport(int fd, input_readiness& input) noexcept : fd_(fd), input_(input) {}
 
   io_result read(void* data, std::size_t size) override {
     if (left() == 0) {
-      if (size >= read_ahead_size) return note(input_.recv(fd_, data, size));
-      if (!ahead_) ahead_ = std::make_unique_for_overwrite<std::byte[]>(read_ahead_size);
-      io_result r = note(input_.recv(fd_, ahead_.get(), read_ahead_size));
+      if (size >= ahead_size_) return note(input_.recv(fd_, data, size));
+      if (!ahead_) ahead_ = std::make_unique_for_overwrite<std::byte[]>(ahead_size_);
+      io_result r = note(input_.recv(fd_, ahead_.get(), ahead_size_));
       if (r.error != 0 || r.bytes == 0) {
         ahead_.reset();
         return r;
       }
       pos_ = 0;
       end_ = r.bytes;
+      if (r.bytes == ahead_size_) ahead_size_ = max_read_ahead_size;
     }
     std::size_t n = std::min(size, left());
     std::memcpy(data, ahead_.get() + pos_, n);
@@ -105,7 +108,7 @@ class loop_transport final : public transport {
   // the plain reader.
   void put_back(const std::byte* p, std::size_t n) {
     if (n == 0) return;
-    auto b = std::make_unique_for_overwrite<std::byte[]>(std::max(n + left(), read_ahead_size));
+    auto b = std::make_unique_for_overwrite<std::byte[]>(std::max(n + left(), ahead_size_));
     std::memcpy(b.get(), p, n);
     if (left() > 0) std::memcpy(b.get() + n, ahead_.get() + pos_, left());
     end_ = n + left();
@@ -138,6 +141,7 @@ class loop_transport final : public transport {
   input_readiness& input_;
   std::unique_ptr<std::byte[]> ahead_;
   std::size_t pos_ = 0, end_ = 0;
+  std::size_t ahead_size_ = read_ahead_size;  // grows once a recv fills it
   record_cork cork_;
 };
 

@@ -12,13 +12,15 @@ namespace comm::detail {
 
 // ---------------------------------------------------------------------------------------------
 io_result stream_transport::read(void* data, std::size_t size) {
-  if (prefix_left() == 0 && size < read_ahead_size) {
-    // Read ahead: one recv for this small read and whatever follows it on the socket.
+  if (prefix_left() == 0 && size < ahead_size) {
+    // Read ahead: one recv for this small read and whatever follows it on the socket. A recv
+    // that fills the buffer means more is waiting: later ones take up to four full records.
     clear_prefix();
-    if (prefix.size() < read_ahead_size) prefix.resize(read_ahead_size);
-    io_result r = recv_some(prefix.data(), read_ahead_size);
+    if (prefix.size() < ahead_size) prefix.resize(ahead_size);
+    io_result r = recv_some(prefix.data(), ahead_size);
     if (r.error != 0 || r.bytes == 0) return r;
     prefix_end = r.bytes;
+    if (r.bytes == ahead_size) ahead_size = max_read_ahead_size;
   }
   if (prefix_left() > 0) {
     std::size_t n = std::min(size, prefix_left());

@@ -31,6 +31,7 @@ class stream_core;
 class stream_transport final : public transport {
  public:
   static constexpr std::size_t read_ahead_size = 16 * 1024;
+  static constexpr std::size_t max_read_ahead_size = 64 * 1024;  // once a recv filled the buffer
 
   explicit stream_transport(stream_core& core) noexcept : core_(core) {}
   io_result read(void* data, std::size_t size) override;
@@ -43,6 +44,7 @@ class stream_transport final : public transport {
   std::size_t prefix_left() const noexcept { return prefix_end - prefix_pos; }
   void clear_prefix() noexcept { prefix_pos = prefix_end = 0; }
   std::uint64_t served = 0;  // bytes handed out from the buffer so far (a progress mark)
+  std::size_t ahead_size = read_ahead_size;
   // Set while the stream drives one TLS operation without a timeout: the operation would wait
   // for the socket without a bound anyway, so a blocking recv (one system call) replaces
   // recv EAGAIN + poll + recv. Under a timeout (or outside the drive loop) reads never block.
