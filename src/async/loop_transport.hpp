@@ -58,7 +58,8 @@ struct input_readiness {
 // and then no new edge would ever come). Small reads go through a read-ahead: OpenSSL asks for
 // a 5-byte record header and then the body, and one recv serves both (and often the records
 // after). A recv that fills the buffer means more is waiting (a bulk transfer): the next ones
-// take up to max_read_ahead_size, four full records per recv instead of one. The buffer is
+// take up to max_read_ahead_size, four full records per recv instead of one, until a recv of
+// less than read_ahead_size ends the burst. The buffer is
 // allocated while it holds bytes and freed when empty, so an idle connection keeps none. Bytes still in it when TLS is detached are plain data that followed the
 // close_notify: unread() hands them back to the state.
 class loop_transport final : public transport {
@@ -80,6 +81,7 @@ class loop_transport final : public transport {
       pos_ = 0;
       end_ = r.bytes;
       if (r.bytes == ahead_size_) ahead_size_ = max_read_ahead_size;
+      else if (r.bytes < read_ahead_size) ahead_size_ = read_ahead_size;  // the burst is over
     }
     std::size_t n = std::min(size, left());
     std::memcpy(data, ahead_.get() + pos_, n);

@@ -14,20 +14,25 @@ namespace comm::detail {
 io_result stream_transport::read(void* data, std::size_t size) {
   if (prefix_left() == 0 && size < ahead_size) {
     // Read ahead: one recv for this small read and whatever follows it on the socket. A recv
-    // that fills the buffer means more is waiting: later ones take up to four full records.
+    // that fills the buffer means more is waiting: later ones take up to four full records,
+    // until a recv of less than one record's worth ends the burst.
     clear_prefix();
     if (prefix.size() < ahead_size) prefix.resize(ahead_size);
     io_result r = recv_some(prefix.data(), ahead_size);
     if (r.error != 0 || r.bytes == 0) return r;
     prefix_end = r.bytes;
     if (r.bytes == ahead_size) ahead_size = max_read_ahead_size;
+    else if (r.bytes < read_ahead_size) ahead_size = read_ahead_size;
   }
   if (prefix_left() > 0) {
     std::size_t n = std::min(size, prefix_left());
     std::memcpy(data, prefix.data() + prefix_pos, n);
     prefix_pos += n;
     served += n;
-    if (prefix_left() == 0) clear_prefix();
+    if (prefix_left() == 0) {
+      clear_prefix();
+      if (ahead_size == read_ahead_size && prefix.size() > read_ahead_size) std::vector<char>().swap(prefix);  // burst over
+    }
     return {n, 0};
   }
   return recv_some(data, size);
