@@ -359,8 +359,10 @@ ssl_failure_kind ssl_failure_indicator(std::exception_ptr error) noexcept;
 
 // ---------------------------------------------------------------------------------------------
 // Coroutines (beyond the model): awaitables over the same callbacks, resumed in the loop thread.
-// A coroutine suspended on a state that is then closed is never resumed (as no callback runs):
-// close states from the coroutine, or let it finish, before closing them elsewhere.
+// A coroutine suspended in read_some or write on a state that is then closed or aborted resumes
+// with socket_io_error (operation_canceled) naming it, in the loop thread (a callback operation
+// just ends without its callback, as in the model). One whose collection is destroyed first is
+// never resumed.
 
 template <class T = void>
 class task;

@@ -84,6 +84,8 @@ std::size_t state_impl::close(bool keep_alive) noexcept {
   if (write_) c->cancel_timer(write_->timer);
   if (ssl_) c->cancel_timer(ssl_->timer);
   if (shutdown_) c->cancel_timer(shutdown_->timer);
+  abandon_read("closed");
+  abandon_writes("closed");
   read_.reset();
   write_.reset();
   ssl_.reset();
@@ -155,10 +157,34 @@ void state_impl::start_write(write_op op, std::optional<milliseconds> timeout) {
   schedule_drive();
 }
 
+void state_impl::abandon_read(const char* why) noexcept {
+  if (!read_ || !read_->abandoned || coll_ == nullptr) return;
+  try {
+    auto err = io_error(std::make_error_code(std::errc::operation_canceled),
+                        "read from " + peer_text() + ": the async_io_state was " + why + " during the read", this);
+    coll_->defer([f = std::move(read_->abandoned), err] { f(err); });
+  } catch (...) {  // no memory for the error: the awaiter stays suspended, as before
+  }
+}
+
+void state_impl::abandon_writes(const char* why) noexcept {
+  if (!write_ || coll_ == nullptr) return;
+  for (auto& op : write_->ops) {
+    if (!op.abandoned) continue;
+    try {
+      auto err = io_error(std::make_error_code(std::errc::operation_canceled),
+                          "write to " + peer_text() + ": the async_io_state was " + why + " during the write", this);
+      coll_->defer([f = std::move(op.abandoned), err] { f(err); });
+    } catch (...) {
+    }
+  }
+}
+
 void state_impl::abort(direction dir) noexcept {
   if (coll_ == nullptr) return;
   if (dir != direction::output) {
     if (read_) coll_->cancel_timer(read_->timer);
+    abandon_read("aborted");
     read_.reset();
     if (calling_) {
       coll_->cancel_timer(calling_->timer);
@@ -167,6 +193,7 @@ void state_impl::abort(direction dir) noexcept {
   }
   if (dir != direction::input) {
     if (write_) coll_->cancel_timer(write_->timer);
+    abandon_writes("aborted");
     write_.reset();
   }
   if (dir == direction::io) {

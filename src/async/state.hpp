@@ -34,6 +34,9 @@ struct read_op {
   std::size_t shown = 0;
   loop_clock::time_point deadline{};
   timer_token timer;
+  // Coroutine awaiters only: called (deferred) with the error when close or abort drops the
+  // operation, where a callback operation just ends without its callback.
+  std::function<void(std::exception_ptr)> abandoned;
 };
 
 struct write_op {
@@ -41,6 +44,7 @@ struct write_op {
   std::variant<std::monostate, std::string, std::vector<std::byte>> owned;
   std::size_t done = 0;
   write_callback cb, err;
+  std::function<void(std::exception_ptr)> abandoned;  // as read_op::abandoned
   // Points data at the owned copy again: a moved std::string may have moved its bytes (SSO).
   void rebind() noexcept {
     if (auto* s = std::get_if<std::string>(&owned)) data = std::as_bytes(std::span<const char>(s->data(), s->size()));
@@ -107,6 +111,9 @@ class state_impl final : public async_io_state, public loop_member {
   void start_read(std::unique_ptr<read_op> op);
   void start_write(write_op op, std::optional<milliseconds> timeout);
   void abort(direction dir) noexcept;
+  // Hands the awaiters of dropped operations their error (operation_canceled), in the loop.
+  void abandon_read(const char* why) noexcept;
+  void abandon_writes(const char* why) noexcept;
   std::optional<std::error_code> shutdown(direction dir, bool abort, shutdown_callback cb);
   void start_ssl(ssl_op_kind kind, ssl_callback cb, std::optional<milliseconds> timeout);
   void check_no_ssl_op(const char* operation) const;
