@@ -37,6 +37,10 @@ struct stream_options {
 // Errors: socket_io_error (socket_timeout_error for timeouts: the stream stays usable),
 // ssl_condition subclasses while TLS is attached. The iostream interface reports errors by
 // setting badbit (and rethrows if exceptions() asks for it); the direct calls throw.
+// Threads: one at a time per stream. Without TLS one thread may read (read_some, read_exact,
+// read_line) while another writes (write_all, flush), as with the socket itself; with TLS not,
+// since a read may also write (a key update, an alert) and neither OpenSSL's nor GnuTLS's session
+// takes concurrent calls. For full-duplex TLS from several threads, use an async_io_state.
 class socket_stream : public std::iostream, public ssl_connection {
  public:
   socket_stream();  // not open
