@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # ThreadSanitizer build (build-tsan) running the threaded tests: start_up_server, several
 # wait-state collections, apply_in_wait_state_collection_process from other threads, TLS contexts
-# shared across threads, the hostile-load soak. Any data race or lock-order report fails the run.
+# shared across threads, the hostile-load soak, a plain socket_stream read on one thread while
+# another writes it. Any data race or lock-order report fails the run.
 #   scripts/tsan.sh [CTEST_REGEX]
 # Environment: COMM_TSAN_BUILD_DIR (default build-tsan), COMM_JOBS (default 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${COMM_TSAN_BUILD_DIR:-build-tsan}
 jobs=${COMM_JOBS:-1}
-# The threaded tests, by suite: servers, loops, posting from other threads, shared contexts, soak.
-filter=${1:-'^(Server|WaitStateCollection|TlsStream\.TlsServer|Threads|Soak)\.|^[A-Za-z]+/(Threads|Soak)\.'}
+# The threaded tests, by suite: servers, loops, posting from other threads, shared contexts, soak,
+# full-duplex plain streams.
+filter=${1:-'^(Server|WaitStateCollection|TlsStream\.TlsServer|Threads|Soak)\.|^[A-Za-z]+/(Threads|Soak)\.|^SocketStream\.RoundTripOneMiB$'}
 
 # Flags through the script, no CMake option: the whole tree (library and tests) is instrumented.
 tsan="-fsanitize=thread -fno-omit-frame-pointer -g -O1"
