@@ -259,7 +259,7 @@ def main():
                 results.append(w["derive"]())
                 continue
             log(f"{w['name']}")
-            sides = run_workload(w, binaries, certs, w.get("runs", runs))
+            sides = run_workload(w, binaries, certs, w.get("runs", max(runs, w.get("min_runs", 0))))
             for name, s in sides.items():
                 if s["available"] and not s["runs"]:
                     if name.startswith("comm"):
