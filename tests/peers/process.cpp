@@ -145,6 +145,11 @@ std::optional<int> peer_process::wait_exit(milliseconds timeout) {
     pid_t r = ::waitpid(pid_, &st, WNOHANG);
     if (r == pid_) {
       status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      // What it printed before exiting may still be in the pipe: read it to the end (bounded),
+      // so that output() after wait_exit() holds everything.
+      const auto drain_deadline = clock::now() + milliseconds(2000);
+      while (fill(drain_deadline)) {
+      }
       return status_;
     }
     if (clock::now() >= deadline) return std::nullopt;

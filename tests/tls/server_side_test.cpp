@@ -98,9 +98,8 @@ comm::ssl_abstract_context requiring_client_cert(comm::ssl_implementation impl) 
 
 TEST_P(ServerSide, RequiredClientCertificateMissingFailsOnBothSides) {
   tls_listener l;
-  // The client sends no data: bytes the refusing server never read would make its close a reset,
-  // which can reach the client before the alert does.
   auto client = s_client(l.port(), {});
+  client->write_stdin("x\n");
   try {
     l.accept(requiring_client_cert(GetParam()));
     FAIL() << "handshake succeeded";
