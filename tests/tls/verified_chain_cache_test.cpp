@@ -20,6 +20,17 @@ struct seen {
   bool from_cache;
 };
 
+// A trusting client whose verify_callback records each verdict; accept_all: connect even when
+// verification failed (else the library's verdict stands).
+comm::ssl_abstract_context recording_client(comm::ssl_implementation impl, std::vector<seen>& calls, bool accept_all) {
+  return trusting_client(impl, [&calls, accept_all](auto& o) {
+    o.verify_callback = [&calls, accept_all](comm::ssl_connection&, const comm::verify_result& r) {
+      calls.push_back({r.ok, r.from_cache});
+      return accept_all || r.ok;
+    };
+  });
+}
+
 // One handshake of `ctx` against the server with `params`, then a line echoed (s_server -rev).
 comm::verify_result connect_and_echo(const openssl_server& server, const comm::ssl_abstract_context& ctx,
                                      comm::detail::engine_params params = client_params()) {
@@ -45,12 +56,7 @@ verify_reason refusal(const openssl_server& server, const comm::ssl_abstract_con
 TEST_P(VerifiedChainCache, TheSameChainForTheSameNameIsAcceptedFromTheCache) {
   openssl_server server(s_server_args(pki().good));
   std::vector<seen> calls;
-  auto ctx = trusting_client(GetParam(), [&](auto& o) {
-    o.verify_callback = [&](comm::ssl_connection&, const comm::verify_result& r) {
-      calls.push_back({r.ok, r.from_cache});
-      return r.ok;
-    };
-  });
+  auto ctx = recording_client(GetParam(), calls, false);
   auto first = connect_and_echo(server, ctx);
   EXPECT_TRUE(first.ok);
   EXPECT_FALSE(first.from_cache);
@@ -99,12 +105,7 @@ TEST_P(VerifiedChainCache, FailuresAreNeverCached) {
   openssl_server expired(s_server_args(pki().expired));
   std::vector<seen> calls;
   // The callback accepts everything, so failed chains still connect and can be seen again.
-  auto ctx = trusting_client(GetParam(), [&](auto& o) {
-    o.verify_callback = [&](comm::ssl_connection&, const comm::verify_result& r) {
-      calls.push_back({r.ok, r.from_cache});
-      return true;
-    };
-  });
+  auto ctx = recording_client(GetParam(), calls, true);
   for (int i = 0; i < 2; ++i) {
     auto v = connect_and_echo(expired, ctx);
     EXPECT_FALSE(v.ok);
