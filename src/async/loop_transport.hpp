@@ -59,9 +59,9 @@ struct input_readiness {
 // a 5-byte record header and then the body, and one recv serves both (and often the records
 // after). A recv that fills the buffer means more is waiting (a bulk transfer): the next ones
 // take up to max_read_ahead_size, four full records per recv instead of one, until a recv of
-// less than read_ahead_size ends the burst. The buffer is
-// allocated while it holds bytes and freed when empty, so an idle connection keeps none. Bytes still in it when TLS is detached are plain data that followed the
-// close_notify: unread() hands them back to the state.
+// less than read_ahead_size ends the burst. The buffer is allocated while it holds bytes and
+// freed when empty, so an idle connection keeps none. Bytes still in it when TLS is detached are
+// plain data that followed the close_notify: unread() hands them back to the state.
 class loop_transport final : public transport {
  public:
   static constexpr std::size_t read_ahead_size = 16 * 1024;
