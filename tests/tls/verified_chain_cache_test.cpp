@@ -41,6 +41,12 @@ comm::verify_result connect_and_echo(const openssl_server& server, const comm::s
   return comm::ssl_connection_verify(c);
 }
 
+void expect_verdict(const comm::verify_result& v, verify_reason reason, bool from_cache) {
+  EXPECT_EQ(v.ok, reason == verify_reason::ok);
+  EXPECT_EQ(v.reason, reason);
+  EXPECT_EQ(v.from_cache, from_cache);
+}
+
 verify_reason refusal(const openssl_server& server, const comm::ssl_abstract_context& ctx,
                       comm::detail::engine_params params = client_params()) {
   engine_connection c(connect_loopback(server.port), ctx, std::move(params));
@@ -57,15 +63,8 @@ TEST_P(VerifiedChainCache, TheSameChainForTheSameNameIsAcceptedFromTheCache) {
   openssl_server server(s_server_args(pki().good));
   std::vector<seen> calls;
   auto ctx = recording_client(GetParam(), calls, false);
-  auto first = connect_and_echo(server, ctx);
-  EXPECT_TRUE(first.ok);
-  EXPECT_FALSE(first.from_cache);
-  for (int i = 0; i < 3; ++i) {
-    auto again = connect_and_echo(server, ctx);
-    EXPECT_TRUE(again.ok);
-    EXPECT_EQ(again.reason, verify_reason::ok);
-    EXPECT_TRUE(again.from_cache);
-  }
+  expect_verdict(connect_and_echo(server, ctx), verify_reason::ok, false);
+  for (int i = 0; i < 3; ++i) expect_verdict(connect_and_echo(server, ctx), verify_reason::ok, true);
   // The user's callback runs on every handshake and is told where the verdict came from.
   ASSERT_EQ(calls.size(), 4u);
   EXPECT_TRUE(calls[0].ok && !calls[0].from_cache);
@@ -106,12 +105,7 @@ TEST_P(VerifiedChainCache, FailuresAreNeverCached) {
   std::vector<seen> calls;
   // The callback accepts everything, so failed chains still connect and can be seen again.
   auto ctx = recording_client(GetParam(), calls, true);
-  for (int i = 0; i < 2; ++i) {
-    auto v = connect_and_echo(expired, ctx);
-    EXPECT_FALSE(v.ok);
-    EXPECT_EQ(v.reason, verify_reason::expired);
-    EXPECT_FALSE(v.from_cache);
-  }
+  for (int i = 0; i < 2; ++i) expect_verdict(connect_and_echo(expired, ctx), verify_reason::expired, false);
   ASSERT_EQ(calls.size(), 2u);
   EXPECT_TRUE(!calls[0].ok && !calls[0].from_cache);
   EXPECT_TRUE(!calls[1].ok && !calls[1].from_cache);
@@ -120,11 +114,7 @@ TEST_P(VerifiedChainCache, FailuresAreNeverCached) {
 TEST_P(VerifiedChainCache, ZeroTurnsItOff) {
   openssl_server server(s_server_args(pki().good));
   auto ctx = trusting_client(GetParam(), [](auto& o) { o.verified_chain_cache = std::chrono::seconds(0); });
-  for (int i = 0; i < 2; ++i) {
-    auto v = connect_and_echo(server, ctx);
-    EXPECT_TRUE(v.ok);
-    EXPECT_FALSE(v.from_cache);
-  }
+  for (int i = 0; i < 2; ++i) expect_verdict(connect_and_echo(server, ctx), verify_reason::ok, false);
 }
 
 TEST_P(VerifiedChainCache, AConnectionConfigureCallbackBypassesIt) {
