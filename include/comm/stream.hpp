@@ -71,6 +71,10 @@ class socket_stream : public std::iostream, public ssl_connection {
   // (std::errc::message_size), and the stream is left at an unspecified position in that line.
   std::optional<std::string> read_line();
   // Writes everything (buffered; flushed when the buffer fills, on flush() and on close()).
+  // With TLS, the records made from a full buffer or a large write are held until 64 KiB of them
+  // are ready, and sent on flush(), on close() or as soon as a read (or wait_for_input_streams)
+  // would wait for the peer: bulk senders send 64 KiB at a time, and a request is never held
+  // back while its reply is awaited. Call flush() when the bytes must leave now.
   void write_all(std::span<const std::byte> data);
   void write_all(std::string_view data) {
     write_all(std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.data()), data.size()));

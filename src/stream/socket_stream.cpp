@@ -134,6 +134,8 @@ std::vector<socket_stream*> wait_for_input_streams(const std::vector<socket_stre
   std::vector<pollfd> fds;
   fds.reserve(streams.size());
   bool any_buffered = false;
+  for (socket_stream* s : streams)  // TLS records held back go out before any wait for a reply
+    if (s != nullptr && s->core_() != nullptr && s->core_()->holding()) s->core_()->send_held();
   for (socket_stream* s : streams) {
     if (s != nullptr && s->buffered_input() > 0) any_buffered = true;
     fds.push_back({s != nullptr ? s->native_handle() : -1, POLLIN, 0});

@@ -40,7 +40,8 @@ io_result stream_transport::read(void* data, std::size_t size) {
 
 io_result stream_transport::recv_some(void* data, std::size_t size) {
   for (;;) {
-    ssize_t n = ::recv(core_.fd(), data, size, blocking ? 0 : MSG_DONTWAIT);
+    // Never block while the cork holds records: the bytes awaited may answer them.
+    ssize_t n = ::recv(core_.fd(), data, size, blocking && cork.pending() == 0 ? 0 : MSG_DONTWAIT);
     if (n >= 0) return {static_cast<std::size_t>(n), 0};
     if (errno != EINTR) return {0, errno};
   }
@@ -135,6 +136,16 @@ tls_result stream_core::drive_tls(const std::function<tls_result()>& op, const s
       case tls_status::want_input:
       case tls_status::want_output: {
         if (r.status == tls_status::want_input && retry_from_read_ahead(mark)) break;
+        if (r.status == tls_status::want_input && holding()) {
+          // What the engine waits for may answer what the cork holds (a renegotiation's hello,
+          // the request itself): it leaves first.
+          if (flush_transport(deadline_after(timeout), operation)) continue;
+          if (!throw_on_timeout) return {tls_status::want_input, 0};
+          throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
+                                     describe_operation(operation, peer_text_) + ": timed out after " +
+                                         std::to_string(timeout ? timeout->count() : 0) + " ms",
+                                     owner_);
+        }
         short events = r.status == tls_status::want_input ? POLLIN : POLLOUT;
         if (!throw_on_timeout) {
           int ev = poll_one(socket_.get(), events, deadline_after(timeout));
@@ -156,6 +167,7 @@ std::size_t stream_core::read_raw(char* data, std::size_t size) {
                                         "read from " + peer_text_ + ": input was shut down", owner_);
   if (size == 0) return 0;
   if (engine) {
+    send_held();  // the reply awaited may depend on them
     tls_result r = drive_tls([&] { return engine->read(data, size); }, options.read_timeout, "TLS read");
     return r.status == tls_status::closed ? 0 : r.bytes;
   }
@@ -193,17 +205,6 @@ std::size_t stream_core::write_raw(const char* data, std::size_t size) {
 
 void stream_core::write_all_raw(const char* data, std::size_t size) {
   while (size > 0) {
-    if (engine && record_cork::worth_corking(size)) {
-      // Records of up to record_cork::limit bytes leave in one send.
-      corked_scope corked(*this);
-      while (size > 0 && !transport.cork.full()) {
-        std::size_t n = write_raw(data, size);
-        data += n;
-        size -= n;
-      }
-      corked.flush(options.write_timeout, "TLS write to");
-      continue;
-    }
     std::size_t n = write_raw(data, size);
     data += n;
     size -= n;
@@ -219,15 +220,6 @@ bool stream_core::flush_transport(const std::optional<clock::time_point>& deadli
     if (ev < 0) throw_io(errno, operation);
     if (ev == 0) return false;
   }
-}
-
-void stream_core::corked_scope::flush(std::optional<milliseconds> timeout, const char* operation) {
-  core.transport.cork.uncork();
-  if (!core.flush_transport(deadline_after(timeout), operation))
-    throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
-                               std::string(operation) + " " + core.peer_text_ + ": timed out after " +
-                                   std::to_string(timeout ? timeout->count() : 0) + " ms",
-                               core.owner_);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,26 +298,77 @@ void stream_core::write(const char* data, std::size_t size) {
                                          "write to " + peer_text_ + ": output was shut down", owner_);
   if (size == 0) return;  // data may be null
   if (size >= out_.size()) {
-    // Large writes bypass the buffer once it is flushed: no copy.
-    flush_output();
-    write_all_raw(data, size);
+    // Large writes bypass the buffer once it is emptied: no copy.
+    if (engine) {
+      seal_output();
+      seal(data, size);
+    } else {
+      flush_output();
+      write_all_raw(data, size);
+    }
     return;
   }
   std::size_t room = static_cast<std::size_t>(epptr() - pptr());
   if (size <= room) {
     std::memcpy(pptr(), data, size);
     pbump(static_cast<int>(size));
-    if (size == room) flush_output();
+    if (size == room) engine ? seal_output() : flush_output();
     return;
   }
   std::memcpy(pptr(), data, room);
   pbump(static_cast<int>(room));
-  flush_output();
+  engine ? seal_output() : flush_output();
   std::memcpy(pptr(), data + room, size - room);
   pbump(static_cast<int>(size - room));
 }
 
+void stream_core::seal(const char* data, std::size_t size) {
+  // Corked, the transport takes the records; 64 KiB of them leave together. Uncorked at the end,
+  // the rest stays held.
+  corked_scope corked(*this);
+  while (size > 0) {
+    std::size_t n = write_raw(data, size);
+    data += n;
+    size -= n;
+    if (transport.cork.full()) send_held();
+  }
+}
+
+void stream_core::seal_output() {
+  std::size_t len = static_cast<std::size_t>(pptr() - pbase());
+  std::size_t done = 0;
+  try {
+    if (len > 0) {
+      corked_scope corked(*this);
+      while (done < len) {
+        done += write_raw(pbase() + done, len - done);
+        if (transport.cork.full()) send_held();
+      }
+    }
+  } catch (...) {
+    std::memmove(out_.data(), out_.data() + done, len - done);  // keep what was not sealed
+    setp(out_.data(), out_.data() + out_.size());
+    pbump(static_cast<int>(len - done));
+    throw;
+  }
+  setp(out_.data(), out_.data() + out_.size());
+}
+
+void stream_core::send_held() {
+  if (!holding() || !socket_) return;
+  if (!flush_transport(deadline_after(options.write_timeout), "TLS write to"))
+    throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
+                               "TLS write to " + peer_text_ + ": timed out after " +
+                                   std::to_string(options.write_timeout ? options.write_timeout->count() : 0) + " ms",
+                               owner_);
+}
+
 void stream_core::flush_output() {
+  if (engine) {
+    seal_output();
+    send_held();
+    return;
+  }
   std::size_t len = static_cast<std::size_t>(pptr() - pbase());
   std::size_t done = 0;
   auto compact = [&] {
@@ -343,6 +386,7 @@ void stream_core::flush_output() {
 }
 
 void stream_core::discard_buffers() noexcept {
+  transport.cork.discard();
   setg(in_.data(), in_.data(), in_.data());
   setp(out_.data(), out_.data() + out_.size());
 }
@@ -410,7 +454,7 @@ void stream_core::shutdown(direction dir, bool abort) {
 void stream_core::close() {
   if (!socket_) return;
   std::exception_ptr flush_error;
-  if (!output_shut && pptr() > pbase()) {
+  if (!output_shut && (pptr() > pbase() || holding())) {
     try {
       flush_output();
     } catch (...) {
@@ -478,6 +522,7 @@ void stream_core::move_input_to_prefix() {
 std::unique_ptr<tls_engine> stream_core::take_engine() noexcept { return std::move(engine); }
 
 void stream_core::drop_engine() noexcept {
+  transport.cork.discard();  // records of this session that could not leave
   if (engine) {
     unregister_connection(engine->native());
     engine.reset();

@@ -118,6 +118,7 @@ void detach_ssl(socket_stream& stream, const detach_ssl_options& options) {
     ~cleanup() {
       detail::unregister_connection(engine->native());
       engine.reset();
+      core.transport.cork.discard();  // a close_notify that could not leave
       core.restore_prefix();
     }
   } guard{core, engine};

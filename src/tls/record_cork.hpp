@@ -47,6 +47,12 @@ class record_cork {
     return send(data, size);
   }
 
+  // Forgets what is pending (an abort, or TLS taken off after a failure).
+  void discard() noexcept {
+    buf_.reset();
+    pos_ = end_ = 0;
+  }
+
   // Sends what is pending: {0, 0} once all has left, else the send's error (EAGAIN: some remains).
   template <class Send>
   io_result flush(Send&& send) {

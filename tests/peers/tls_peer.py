@@ -8,7 +8,10 @@ usage: tls_peer.py MODE CERT KEY
   starttls      plain lines: "hello" -> "plain ok"; "STARTTLS" -> "go ahead", then TLS: lines
                 echoed as "tls: <line>" until "STOPTLS" -> "stopping" + close_notify exchange;
                 then plain again: "after" -> "plain again", then close
+  digest        TLS; requests of a line "<n>" and n bytes, each answered "<n> <sha256 hex>", until
+                close_notify (answered) or the end of the connection
 """
+import hashlib
 import socket
 import ssl
 import sys
@@ -65,6 +68,20 @@ def main():
         assert readline(plain) == "after"
         plain.sendall(b"plain again\n")
         plain.close()
+    elif mode == "digest":
+        tls = ctx.wrap_socket(conn, server_side=True)
+        f = tls.makefile("rb")
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            n = int(line)
+            data = f.read(n)
+            tls.sendall(("%d %s\n" % (len(data), hashlib.sha256(data).hexdigest())).encode())
+            if len(data) < n:
+                break
+        f.close()
+        tls.unwrap().close()
     print("DONE", flush=True)
 
 

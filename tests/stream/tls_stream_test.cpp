@@ -1,5 +1,6 @@
 // TLS as a property of a live socket_stream: STARTTLS and back, handshake limits, servers, moves.
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 
 #include "peers/certificates.hpp"
 #include "peers/implementations.hpp"
+#include "peers/process.hpp"
 #include "stream/stream_helpers.hpp"
 #include "tls/engine.hpp"
 
@@ -60,6 +62,12 @@ bool wait_queued(int fd, std::size_t n) {
       return true;
   }
   return false;
+}
+
+// Bytes queued on fd for reading (on loopback a send has reached the peer's queue when it returns).
+int queued(int fd) {
+  int n = -1;
+  return ::ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
 }
 
 }  // namespace
@@ -303,6 +311,81 @@ TEST_P(TlsStream, OutputShutdownSendsCloseNotifyAndDetachCanSkipWaiting) {
   detach_ssl(server, {.retry_count = std::nullopt});
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
   EXPECT_FALSE(server.is_ssl());
+}
+
+
+// Records made from large writes are held until 64 KiB of them are ready: three 16 KiB writes
+// have not left when the last returns, and flush() sends them.
+TEST_P(TlsStream, RecordsOfLargeWritesAreHeldUntilFlush) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  attach_ssl(client, client_side());
+  s.join();
+  ASSERT_EQ(queued(server.native_handle()), 0);
+  auto data = random_bytes(3 * 16384, 11);
+  for (int i = 0; i < 3; ++i) client.write_all(data.data() + i * 16384, 16384);
+  EXPECT_EQ(queued(server.native_handle()), 0);
+  client.flush();
+  std::vector<char> got(data.size());
+  server.read_exact(got.data(), got.size());
+  EXPECT_EQ(got, data);
+}
+
+// Four records reach 64 KiB: they leave without a flush.
+TEST_P(TlsStream, SixtyFourKiBOfRecordsLeaveWithoutFlush) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  attach_ssl(client, client_side());
+  s.join();
+  auto data = random_bytes(4 * 16384, 12);
+  for (int i = 0; i < 4; ++i) client.write_all(data.data() + i * 16384, 16384);
+  std::vector<char> got(data.size());
+  server.read_exact(got.data(), got.size());
+  EXPECT_EQ(got, data);
+}
+
+// A full output buffer is sealed and held like a large write; close() sends what is held, then
+// close_notify.
+TEST_P(TlsStream, CloseSendsHeldRecordsBeforeCloseNotify) {
+  auto [client, server] = connected_pair({.read_timeout = 5s});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  attach_ssl(client, client_side());
+  s.join();
+  auto data = random_bytes(40000, 13);
+  for (std::size_t i = 0; i < data.size(); i += 1000) client.write_all(data.data() + i, 1000);
+  EXPECT_EQ(queued(server.native_handle()), 0);
+  client.close();
+  std::vector<char> got(data.size());
+  server.read_exact(got.data(), got.size());
+  EXPECT_EQ(got, data);
+  char b[8];
+  EXPECT_EQ(server.read_some(b, sizeof b), 0u);  // close_notify: a clean end
+}
+
+// Against Python's ssl module: a request of 48 KiB written without flush reaches the peer as soon
+// as the reply is awaited, by read_line and by wait_for_input_streams.
+TEST_P(TlsStream, HeldRequestLeavesWhenItsReplyIsAwaited) {
+  comm_test::python_server peer("tls_peer.py", {"digest", comm_test::pki().good.cert_file,
+                                                comm_test::pki().good.key_file});
+  open_tcp_stream_options o;
+  o.read_timeout = 5s;
+  o.write_timeout = 5s;
+  o.ssl_ctx = client_ctx();
+  o.handshake_timeout = 5s;
+  auto s = open_tcp_stream("localhost", peer.port, o);
+  auto data = random_bytes(3 * 16384, 14);
+  const std::string expected = std::to_string(data.size()) + " " + sha256_hex(data.data(), data.size());
+  s.write_all(std::to_string(data.size()) + "\n");
+  s.write_all(data.data(), data.size());
+  EXPECT_EQ(s.read_line(), expected);
+
+  s.write_all(std::to_string(data.size()) + "\n");
+  s.write_all(data.data(), data.size());
+  auto ready = wait_for_input_streams({&s}, 5s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(s.read_line(), expected);
+  s.close();
+  EXPECT_NO_THROW(peer.process.wait_for("^DONE$"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
