@@ -388,5 +388,70 @@ TEST_P(TlsStream, HeldRequestLeavesWhenItsReplyIsAwaited) {
   EXPECT_NO_THROW(peer.process.wait_for("^DONE$"));
 }
 
+// Writes that time out because the peer does not read lose nothing and repeat nothing: once the
+// peer reads again, flush() sends what they took. Two timed-out writes in a row (the second finds
+// the held records still there) with bytes told apart by their high bit: the peer must receive a
+// prefix of the first stream, then a prefix of the second, then what came after.
+TEST_P(TlsStream, WriteTimeoutsThenFlushDeliverEachTakenByteOnce) {
+  auto [client, server] = connected_pair({.read_timeout = 5s, .write_timeout = 100ms});
+  std::thread s([&] { attach_ssl(server, server_side()); });
+  attach_ssl(client, client_side());
+  s.join();
+  auto first = [](std::size_t i) { return static_cast<char>(((i * 2654435761u) >> 13) & 0x7f); };
+  auto second = [](std::size_t i) { return static_cast<char>(((i * 40503u) >> 7) | 0x80); };
+  const std::size_t chunk = 256 * 1024;
+  std::vector<char> buf(chunk);
+  std::size_t offered = 0;
+  bool timed_out = false;
+  for (int i = 0; i < 1024 && !timed_out; ++i) {  // at most 256 MiB: far beyond any socket buffer
+    for (std::size_t j = 0; j < chunk; ++j) buf[j] = first(offered + j);
+    try {
+      client.write_all(buf.data(), buf.size());
+      offered += chunk;
+    } catch (const socket_timeout_error& e) {
+      timed_out = true;
+      EXPECT_EQ(e.code(), std::errc::timed_out);
+    }
+  }
+  ASSERT_TRUE(timed_out);
+  for (std::size_t j = 0; j < chunk; ++j) buf[j] = second(j);
+  EXPECT_THROW(client.write_all(buf.data(), buf.size()), socket_timeout_error);
+
+  std::vector<char> got;
+  std::string reader_error;
+  std::thread reader([&] {
+    try {
+      char b[65536];
+      while (std::size_t n = server.read_some(b, sizeof b)) got.insert(got.end(), b, b + n);
+    } catch (const std::exception& e) {
+      reader_error = e.what();
+    }
+  });
+  client.set_write_timeout(5s);
+  try {
+    client.flush();
+    client.write_all(std::string_view("END"));
+    // close_notify and FIN after the data. (A close() now could reset the connection: the
+    // client never read the server's session tickets.)
+    socket_stream_shutdown(client, direction::output);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "after the timeouts: " << e.what();
+    socket_stream_shutdown(client, direction::io, true);
+  }
+  reader.join();
+  EXPECT_EQ(reader_error, "");
+  ASSERT_GE(got.size(), offered + 3);
+  EXPECT_EQ(std::string(got.end() - 3, got.end()), "END");
+  const std::size_t end = got.size() - 3;
+  std::size_t i = 0;
+  while (i < end && !(got[i] & 0x80)) {
+    ASSERT_EQ(got[i], first(i)) << "first stream, byte " << i << " of " << end;
+    ++i;
+  }
+  EXPECT_GE(i, offered);
+  EXPECT_LE(i, offered + chunk);
+  for (std::size_t j = 0; i < end; ++i, ++j) ASSERT_EQ(got[i], second(j)) << "second stream, byte " << j;
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
