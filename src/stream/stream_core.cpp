@@ -364,11 +364,12 @@ void stream_core::send_held() {
 }
 
 void stream_core::flush_output() {
-  if (engine) {
+  if (engine && holding()) {  // after the held records, through the cork
     seal_output();
     send_held();
     return;
   }
+  // Nothing held (the usual flush of a request or a reply): straight to the socket, no copy.
   std::size_t len = static_cast<std::size_t>(pptr() - pbase());
   std::size_t done = 0;
   auto compact = [&] {
