@@ -41,6 +41,14 @@ class TlsStream : public ::testing::TestWithParam<ssl_implementation> {
     a.handshake_timeout = timeout;
     return a;
   }
+  // A connected pair with TLS attached on both ends (the handshakes run concurrently).
+  std::pair<socket_stream, socket_stream> tls_pair(stream_options options = {.read_timeout = 5s}) const {
+    auto pair = connected_pair(options);
+    std::thread s([&] { attach_ssl(pair.second, server_side()); });
+    attach_ssl(pair.first, client_side());
+    s.join();
+    return pair;
+  }
   attach_ssl_options client_side(bool defer = false) const {
     attach_ssl_options a;
     a.ssl_ctx = client_ctx();
@@ -62,6 +70,13 @@ bool wait_queued(int fd, std::size_t n) {
       return true;
   }
   return false;
+}
+
+// Reads data.size() bytes from s and expects them to be data.
+void expect_reads(socket_stream& s, const std::vector<char>& data) {
+  std::vector<char> got(data.size());
+  s.read_exact(got.data(), got.size());
+  EXPECT_EQ(got, data);
 }
 
 // Bytes queued on fd for reading (on loopback a send has reached the peer's queue when it returns).
@@ -203,10 +218,7 @@ TEST_P(TlsStream, MoveKeepsRegistryAndEngineOwnerCurrent) {
 }
 
 TEST_P(TlsStream, DetachWithoutPeerCloseNotifyFailsAfterRetriesButLeavesPlainStream) {
-  auto [client, server] = connected_pair({.read_timeout = 5s});
-  std::thread s([&] { attach_ssl(server, server_side()); });
-  attach_ssl(client, client_side());
-  s.join();
+  auto [client, server] = tls_pair();
   auto t0 = std::chrono::steady_clock::now();
   try {
     detach_ssl(client, {.retry_count = 1, .retry_timeout = 20ms});  // the server never answers
@@ -276,10 +288,7 @@ TEST_P(TlsStream, TlsServerAndOpenTcpStreamClient) {
 }
 
 TEST_P(TlsStream, ReadTimeoutUnderTlsIsSocketTimeoutAndStreamGoesOn) {
-  auto [client, server] = connected_pair({.read_timeout = 5s});
-  std::thread s([&] { attach_ssl(server, server_side()); });
-  attach_ssl(client, client_side());
-  s.join();
+  auto [client, server] = tls_pair();
   client.set_read_timeout(100ms);
   char buf[32];
   auto t0 = std::chrono::steady_clock::now();
@@ -295,10 +304,7 @@ TEST_P(TlsStream, ReadTimeoutUnderTlsIsSocketTimeoutAndStreamGoesOn) {
 }
 
 TEST_P(TlsStream, OutputShutdownSendsCloseNotifyAndDetachCanSkipWaiting) {
-  auto [client, server] = connected_pair({.read_timeout = 5s});
-  std::thread s([&] { attach_ssl(server, server_side()); });
-  attach_ssl(client, client_side());
-  s.join();
+  auto [client, server] = tls_pair();
   client << "then half-close" << std::endl;
   socket_stream_shutdown(client, direction::output);
   EXPECT_EQ(server.read_line(), "then half-close");
@@ -317,47 +323,32 @@ TEST_P(TlsStream, OutputShutdownSendsCloseNotifyAndDetachCanSkipWaiting) {
 // Records made from large writes are held until 64 KiB of them are ready: three 16 KiB writes
 // have not left when the last returns, and flush() sends them.
 TEST_P(TlsStream, RecordsOfLargeWritesAreHeldUntilFlush) {
-  auto [client, server] = connected_pair({.read_timeout = 5s});
-  std::thread s([&] { attach_ssl(server, server_side()); });
-  attach_ssl(client, client_side());
-  s.join();
+  auto [client, server] = tls_pair();
   ASSERT_EQ(queued(server.native_handle()), 0);
   auto data = random_bytes(3 * 16384, 11);
   for (int i = 0; i < 3; ++i) client.write_all(data.data() + i * 16384, 16384);
   EXPECT_EQ(queued(server.native_handle()), 0);
   client.flush();
-  std::vector<char> got(data.size());
-  server.read_exact(got.data(), got.size());
-  EXPECT_EQ(got, data);
+  expect_reads(server, data);
 }
 
 // Four records reach 64 KiB: they leave without a flush.
 TEST_P(TlsStream, SixtyFourKiBOfRecordsLeaveWithoutFlush) {
-  auto [client, server] = connected_pair({.read_timeout = 5s});
-  std::thread s([&] { attach_ssl(server, server_side()); });
-  attach_ssl(client, client_side());
-  s.join();
+  auto [client, server] = tls_pair();
   auto data = random_bytes(4 * 16384, 12);
   for (int i = 0; i < 4; ++i) client.write_all(data.data() + i * 16384, 16384);
-  std::vector<char> got(data.size());
-  server.read_exact(got.data(), got.size());
-  EXPECT_EQ(got, data);
+  expect_reads(server, data);
 }
 
 // A full output buffer is sealed and held like a large write; close() sends what is held, then
 // close_notify.
 TEST_P(TlsStream, CloseSendsHeldRecordsBeforeCloseNotify) {
-  auto [client, server] = connected_pair({.read_timeout = 5s});
-  std::thread s([&] { attach_ssl(server, server_side()); });
-  attach_ssl(client, client_side());
-  s.join();
+  auto [client, server] = tls_pair();
   auto data = random_bytes(40000, 13);
   for (std::size_t i = 0; i < data.size(); i += 1000) client.write_all(data.data() + i, 1000);
   EXPECT_EQ(queued(server.native_handle()), 0);
   client.close();
-  std::vector<char> got(data.size());
-  server.read_exact(got.data(), got.size());
-  EXPECT_EQ(got, data);
+  expect_reads(server, data);
   char b[8];
   EXPECT_EQ(server.read_some(b, sizeof b), 0u);  // close_notify: a clean end
 }
@@ -393,10 +384,7 @@ TEST_P(TlsStream, HeldRequestLeavesWhenItsReplyIsAwaited) {
 // the held records still there) with bytes told apart by their high bit: the peer must receive a
 // prefix of the first stream, then a prefix of the second, then what came after.
 TEST_P(TlsStream, WriteTimeoutsThenFlushDeliverEachTakenByteOnce) {
-  auto [client, server] = connected_pair({.read_timeout = 5s, .write_timeout = 100ms});
-  std::thread s([&] { attach_ssl(server, server_side()); });
-  attach_ssl(client, client_side());
-  s.join();
+  auto [client, server] = tls_pair({.read_timeout = 5s, .write_timeout = 100ms});
   auto first = [](std::size_t i) { return static_cast<char>(((i * 2654435761u) >> 13) & 0x7f); };
   auto second = [](std::size_t i) { return static_cast<char>(((i * 40503u) >> 7) | 0x80); };
   const std::size_t chunk = 256 * 1024;
