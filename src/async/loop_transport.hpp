@@ -101,6 +101,8 @@ class loop_transport final : public transport {
     cork_.uncork();
     return flush();
   }
+  // Uncorks without sending: the records wait for the next write's (which corks again) or flush().
+  void hold() noexcept { cork_.uncork(); }
   std::size_t pending_output() const noexcept { return cork_.pending(); }
   io_result flush() {
     return cork_.flush([this](const void* d, std::size_t n) { return send_some(d, n); });

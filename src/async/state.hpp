@@ -163,7 +163,7 @@ class state_impl final : public async_io_state, public loop_member {
 
  private:
   io_step read_some(std::byte* p, std::size_t n);
-  io_step write_some(const std::byte* p, std::size_t n);
+  io_step write_some(const std::byte* p, std::size_t n, bool more = false);
   bool step_read();
   bool step_write();
   void complete_read(io_status status, std::exception_ptr error);

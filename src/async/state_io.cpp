@@ -34,11 +34,12 @@ io_step state_impl::read_some(std::byte* p, std::size_t n) {
   return {io_step::error, 0, io_error({r.error, std::generic_category()}, "read from " + peer_text(), this)};
 }
 
-io_step state_impl::write_some(const std::byte* p, std::size_t n) {
+io_step state_impl::write_some(const std::byte* p, std::size_t n, bool more) {
   if (tls_ && tls_->engine) {
-    // Record after record into the transport's cork, then one send for all of them.
+    // Record after record into the transport's cork, then one send for all of them. With more
+    // writes queued behind this one (`more`) the records stay for theirs (see step_write).
     auto& t = tls_->transport;
-    if (record_cork::worth_corking(n)) t.cork();
+    if (more || record_cork::worth_corking(n) || t.pending_output() > 0) t.cork();
     std::size_t total = 0;
     bool blocked = false;
     std::exception_ptr failure;
@@ -53,6 +54,10 @@ io_step state_impl::write_some(const std::byte* p, std::size_t n) {
         failure = tls_->engine->error("TLS write", peer_text());
         break;
       }
+    }
+    if (!failure && more && total == n && !t.cork_full()) {
+      t.hold();
+      return {io_step::data, total, nullptr};
     }
     io_result sent = t.uncork();
     if (failure) return {io_step::error, 0, failure};
@@ -277,25 +282,37 @@ bool state_impl::step_write() {
   bool progress = false;
   int round = 0;
   while (write_ && !write_->ops.empty()) {
-    write_op& op = write_->ops.front();
-    while (op.done < op.data.size()) {
-      if (round++ == fairness_rounds) {
-        schedule_drive();
-        return progress;
+    // 1. Write what is not written yet, in order. Under TLS the records of the queued writes
+    //    collect in the transport's cork (up to its limit) and leave in one send: a server
+    //    answering many pipelined requests makes one send, not one per reply.
+    const bool tls = tls_ && tls_->engine;
+    auto& ops = write_->ops;
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      write_op& op = ops[i];
+      if (op.done == op.data.size()) continue;  // written; under TLS maybe still in the cork
+      const bool more = tls && i + 1 < ops.size();
+      while (op.done < op.data.size()) {
+        if (round++ == fairness_rounds) {
+          if (tls) (void)tls_->transport.flush();  // what is sealed goes now; the rest after the others
+          schedule_drive();
+          return progress;
+        }
+        auto r = write_some(op.data.data() + op.done, op.data.size() - op.done, more);
+        if (r.kind == io_step::would_block) return progress;
+        if (r.kind != io_step::data) {
+          fail_writes(io_status::error, r.err);
+          return true;
+        }
+        op.done += r.n;
+        write_->queued_bytes -= r.n;
+        progress = true;
+        if (write_timeout_) write_->deadline = loop_clock::now() + *write_timeout_;
       }
-      auto r = write_some(op.data.data() + op.done, op.data.size() - op.done);
-      if (r.kind == io_step::would_block) return progress;
-      if (r.kind != io_step::data) {
-        fail_writes(io_status::error, r.err);
-        return true;
-      }
-      op.done += r.n;
-      write_->queued_bytes -= r.n;
-      progress = true;
-      if (write_timeout_) write_->deadline = loop_clock::now() + *write_timeout_;
+      if (!more || tls_->transport.cork_full()) break;
     }
-    // Records the engine has made but the socket has not taken yet: done only once they left.
-    if (tls_ && tls_->transport.pending_output() > 0) {
+    // 2. Records the engine has made but the socket has not taken yet: none of the writes they
+    //    carry is done before they left.
+    if (tls && tls_->transport.pending_output() > 0) {
       io_result f = tls_->transport.flush();
       if (f.would_block()) return progress;
       if (f.error != 0) {
@@ -303,17 +320,23 @@ bool state_impl::step_write() {
         return true;
       }
     }
-    write_op done = std::move(write_->ops.front());
-    write_->ops.pop_front();
-    if (write_->ops.empty()) {
-      coll_->cancel_timer(write_->timer);
-      write_.reset();  // a callback may start the next write
+    // 3. The written operations complete in order. A callback may start writes (behind these),
+    //    abort or close; an operation counts only while it is written and nothing is pending.
+    while (write_ && !write_->ops.empty()) {
+      write_op& front = write_->ops.front();
+      if (front.done < front.data.size() || (tls_ && tls_->transport.pending_output() > 0)) break;
+      write_op done = std::move(front);
+      write_->ops.pop_front();
+      if (write_->ops.empty()) {
+        coll_->cancel_timer(write_->timer);
+        write_.reset();  // a callback may start the next write
+      }
+      write_status_ = io_status::ok;
+      write_error_ = nullptr;
+      progress = true;
+      if (done.cb) coll_->guarded([&] { done.cb(*this, done.done); });
+      if (coll_ == nullptr) return true;
     }
-    write_status_ = io_status::ok;
-    write_error_ = nullptr;
-    progress = true;
-    if (done.cb) coll_->guarded([&] { done.cb(*this, done.done); });
-    if (coll_ == nullptr) return true;
   }
   maybe_run_shutdown();
   return progress;

@@ -269,6 +269,77 @@ TEST_P(AsyncTlsCloseNotify, ShutdownOutputDeliversTheCloseNotifyUnderShortWrites
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCloseNotify,
                          ::testing::ValuesIn(comm_test::tested_implementations()), comm_test::implementation_name{});
 
+// Writes queued together leave together: under TLS the records of 64 queued 100-byte writes
+// leave in a few sends (one send per write before), each callback still runs once, in order, after
+// its bytes left, and the echo comes back byte for byte. Sends are counted on the real sockets
+// (both sides; the echo server's replies are queued writes too), with no fault injected.
+class AsyncTlsCoalescing : public ::testing::TestWithParam<ssl_implementation> {};
+
+TEST_P(AsyncTlsCoalescing, QueuedWritesLeaveInFewSends) {
+  fault::scope faults;
+  fault::plan calm;
+  calm.reads = calm.writes = fault::chunking::whole;
+  calm.eintr = calm.eagain = false;
+  static constexpr int writes = 64;
+  const std::string payload = random_bytes(writes * 100, 77);
+  struct {
+    async_test::waiter w;
+    bool done = false;
+    std::vector<int> order;  // loop thread until done
+    std::uint64_t sends = 0;
+    std::string received, failure;
+  } run;
+  echo_record rec;
+  {
+    echo_server server(GetParam(), rec, true);
+    fault::watch_port(server.port(), calm, calm);
+    async_test::loop_thread client_loop("coalescing client");
+    client_loop.call([&] {
+      comm::create_async_io_state_and_connected_tcp_socket(
+          *client_loop, "127.0.0.1", std::to_string(server.port()),
+          [&](comm::async_io_state* s, std::exception_ptr e) {
+            if (s == nullptr) {
+              run.w.notify([&] {
+                run.failure = "connect: " + error_text(e);
+                run.done = true;
+              });
+              return;
+            }
+            const std::uint64_t before = fault::totals().writes;
+            for (int i = 0; i < writes; ++i)
+              comm::async_io_state_write_buffer(*s, payload.substr(i * 100, 100),
+                                                [&run, i, before](comm::async_io_state&, std::size_t n) {
+                                                  if (n == 100) run.order.push_back(i);
+                                                  if (i == writes - 1) run.sends = fault::totals().writes - before;
+                                                });
+            comm::async_io_state_read_with_checking(*s, [&](comm::async_io_state& st, std::span<const std::byte> d) {
+              run.received.append(reinterpret_cast<const char*>(d.data()), d.size());
+              if (st.read_status() != io_status::ok || run.received.size() >= payload.size()) {
+                if (st.read_status() != io_status::ok) run.failure = "read: " + error_text(st.read_error());
+                run.w.notify([&] { run.done = true; });
+                comm::close_async_io_state(st);
+                return;
+              }
+              comm::async_io_state_discard(st, d.size());
+            });
+          },
+          client_options(GetParam()));
+    });
+    ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s)) << "received " << run.received.size() << " bytes";
+  }
+  EXPECT_EQ(run.failure, "");
+  EXPECT_EQ(run.received, payload);
+  std::vector<int> expected(writes);
+  for (int i = 0; i < writes; ++i) expected[i] = i;
+  EXPECT_EQ(run.order, expected);
+  EXPECT_GT(run.sends, 0u);
+  EXPECT_LT(run.sends, 16u) << "sends while 64 queued writes completed";
+  std::printf("coalescing: %llu sends on both sides while 64 queued writes completed\n", static_cast<unsigned long long>(run.sends));
+}
+
+INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCoalescing, ::testing::ValuesIn(comm_test::tested_implementations()),
+                         comm_test::implementation_name{});
+
 class AsyncPlainFaults : public ::testing::TestWithParam<std::tuple<fault::chunking, std::uint64_t>> {};
 
 TEST_P(AsyncPlainFaults, EchoIsIdentical) {
