@@ -205,6 +205,9 @@ std::size_t async_io_state_finish(async_io_state& state, std::size_t discard = 0
 // Without queue_output a write while one is active throws std::logic_error; with it, writes are
 // queued in order, and a write that would take the queue beyond max_queued_output fails (its
 // callback, status error, std::errc::no_buffer_space) without disturbing the queued ones.
+// A write is done (its callback runs) once the socket has taken all its bytes; under TLS the
+// records of writes queued together leave in one send (up to 64 KiB), each write done once its
+// part has left.
 using write_callback = std::function<void(async_io_state&, std::size_t n)>;
 struct write_buffer_options {
   std::optional<milliseconds> timeout;  // persists on the state
