@@ -103,14 +103,17 @@ void stream_core::throw_io(int e, const std::string& operation) const {
   throw socket_io_error(errno_code(e), describe_operation(operation, peer_text_), owner_);
 }
 
+void stream_core::throw_timeout(const char* operation, std::optional<milliseconds> timeout) const {
+  throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
+                             describe_operation(operation, peer_text_) + ": timed out after " +
+                                 std::to_string(timeout ? timeout->count() : 0) + " ms",
+                             owner_);
+}
+
 void stream_core::wait(short events, const std::optional<clock::time_point>& deadline,
                        std::optional<milliseconds> timeout, const char* operation) {
   int ev = poll_one(socket_.get(), events, deadline);
-  if (ev == 0)
-    throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
-                               describe_operation(operation, peer_text_) + ": timed out after " +
-                                   std::to_string(timeout ? timeout->count() : 0) + " ms",
-                               owner_);
+  if (ev == 0) throw_timeout(operation, timeout);
   if (ev < 0) throw_io(errno, operation);
   // POLLERR / POLLHUP: the next recv/send reports the cause.
 }
@@ -141,10 +144,7 @@ tls_result stream_core::drive_tls(const std::function<tls_result()>& op, const s
           // the request itself): it leaves first.
           if (flush_transport(deadline_after(timeout), operation)) continue;
           if (!throw_on_timeout) return {tls_status::want_input, 0};
-          throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
-                                     describe_operation(operation, peer_text_) + ": timed out after " +
-                                         std::to_string(timeout ? timeout->count() : 0) + " ms",
-                                     owner_);
+          throw_timeout(operation, timeout);
         }
         short events = r.status == tls_status::want_input ? POLLIN : POLLOUT;
         if (!throw_on_timeout) {
@@ -301,7 +301,8 @@ void stream_core::write(const char* data, std::size_t size) {
     // Large writes bypass the buffer once it is emptied: no copy.
     if (engine) {
       seal_output();
-      seal(data, size);
+      std::size_t done = 0;
+      seal(data, size, done);
     } else {
       flush_output();
       write_all_raw(data, size);
@@ -322,14 +323,12 @@ void stream_core::write(const char* data, std::size_t size) {
   pbump(static_cast<int>(size - room));
 }
 
-void stream_core::seal(const char* data, std::size_t size) {
+void stream_core::seal(const char* data, std::size_t size, std::size_t& done) {
   // Corked, the transport takes the records; 64 KiB of them leave together. Uncorked at the end,
   // the rest stays held.
   corked_scope corked(*this);
-  while (size > 0) {
-    std::size_t n = write_raw(data, size);
-    data += n;
-    size -= n;
+  while (done < size) {
+    done += write_raw(data + done, size - done);
     if (transport.cork.full()) send_held();
   }
 }
@@ -338,13 +337,7 @@ void stream_core::seal_output() {
   std::size_t len = static_cast<std::size_t>(pptr() - pbase());
   std::size_t done = 0;
   try {
-    if (len > 0) {
-      corked_scope corked(*this);
-      while (done < len) {
-        done += write_raw(pbase() + done, len - done);
-        if (transport.cork.full()) send_held();
-      }
-    }
+    if (len > 0) seal(pbase(), len, done);
   } catch (...) {
     std::memmove(out_.data(), out_.data() + done, len - done);  // keep what was not sealed
     setp(out_.data(), out_.data() + out_.size());
@@ -357,10 +350,7 @@ void stream_core::seal_output() {
 void stream_core::send_held() {
   if (!holding() || !socket_) return;
   if (!flush_transport(deadline_after(options.write_timeout), "TLS write to"))
-    throw socket_timeout_error(std::make_error_code(std::errc::timed_out),
-                               "TLS write to " + peer_text_ + ": timed out after " +
-                                   std::to_string(options.write_timeout ? options.write_timeout->count() : 0) + " ms",
-                               owner_);
+    throw_timeout("TLS write to", options.write_timeout);
 }
 
 void stream_core::flush_output() {

@@ -112,6 +112,8 @@ class stream_core final : public std::streambuf {
   // Waits for readiness until the deadline; throws socket_timeout_error naming `operation`.
   void wait(short events, const std::optional<clock::time_point>& deadline, std::optional<milliseconds> timeout,
             const char* operation);
+  // Throws socket_timeout_error: "<operation> <peer>: timed out after <timeout> ms".
+  [[noreturn]] void throw_timeout(const char* operation, std::optional<milliseconds> timeout) const;
   // Throws the socket_io_error for errno e during operation.
   [[noreturn]] void throw_io(int e, const std::string& operation) const;
 
@@ -157,8 +159,9 @@ class stream_core final : public std::streambuf {
  private:
   friend class stream_transport;
   void reset_peer_text();
-  // TLS: seals data into records held in the cork (sending only what does not fit).
-  void seal(const char* data, std::size_t size);
+  // TLS: seals data into records held in the cork, sending 64 KiB at a time; `done` counts the
+  // bytes taken (also when it throws).
+  void seal(const char* data, std::size_t size, std::size_t& done);
   void seal_output();  // the output buffer, likewise
 
   socket_handle socket_;
