@@ -205,9 +205,14 @@ std::size_t async_io_state_finish(async_io_state& state, std::size_t discard = 0
 // Without queue_output a write while one is active throws std::logic_error; with it, writes are
 // queued in order, and a write that would take the queue beyond max_queued_output fails (its
 // callback, status error, std::errc::no_buffer_space) without disturbing the queued ones.
-// A write is done (its callback runs) once the socket has taken all its bytes; under TLS the
-// records of writes queued together leave in one send (up to 64 KiB), each write done once its
-// part has left.
+// A write is done (its callback runs) once the socket has taken all its bytes. Under TLS a write
+// of 4 KiB or more may be done once it is encrypted, while the socket still has room (the last
+// send did not find it full): its records wait for those of the writes that follow (a chain of
+// writes, each started by the previous callback, or writes queued together) and leave with them
+// in one send of up to 64 KiB, and in any case before the loop waits again. Like bytes in the
+// kernel's send buffer, these can still fail to leave: the failure becomes the state's write status
+// and error, and every later write fails with it. Once a send finds the socket full, the writes
+// after it are done only when their records have left, so at most 64 KiB is ever owed this way.
 using write_callback = std::function<void(async_io_state&, std::size_t n)>;
 struct write_buffer_options {
   std::optional<milliseconds> timeout;  // persists on the state
@@ -230,6 +235,9 @@ void async_io_state_abort_and_close(async_io_state& state, std::function<void(as
                                     bool keep_alive = false);
 // Unregisters, drops pending operations (no callbacks), always detaches TLS (no close_notify),
 // and closes the socket unless keep_alive (then take it with async_io_state_release_socket).
+// Records of TLS writes already done (see write_buffer) still leave first: the loop keeps the
+// socket until they have (or fail, or the write timeout passes; 10 s without one) and only then
+// closes it; with keep_alive it waits for them here, bounded the same way.
 // Returns the buffered unread byte count (fetch with async_io_state_get_buffered_data). Idempotent.
 std::size_t close_async_io_state(async_io_state& state, bool keep_alive = false);
 // Takes (and removes) the buffered unread bytes.

@@ -105,8 +105,14 @@ class loop_transport final : public transport {
   void hold() noexcept { cork_.uncork(); }
   std::size_t pending_output() const noexcept { return cork_.pending(); }
   io_result flush() {
-    return cork_.flush([this](const void* d, std::size_t n) { return send_some(d, n); });
+    io_result r = cork_.flush([this](const void* d, std::size_t n) { return send_some(d, n); });
+    if (r.error == 0) stalled_ = false;
+    return r;
   }
+  // Forgets what is pending: it can never leave (the socket failed).
+  void discard_output() noexcept { cork_.discard(); }
+  // A send said EAGAIN and what it left is still pending: the socket has no room now.
+  bool stalled() const noexcept { return stalled_ && cork_.pending() > 0; }
 
   // Bytes the engine has not taken yet: first in line for the engine, or after a detach, for
   // the plain reader.
@@ -134,11 +140,15 @@ class loop_transport final : public transport {
       ssize_t n = ::send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n >= 0) return {static_cast<std::size_t>(n), 0};
       if (errno == EINTR) continue;
-      return note({0, errno});
+      return note_send({0, errno});
     }
   }
   io_result note(io_result r) noexcept {
     if (r.would_block()) blocked = true;
+    return r;
+  }
+  io_result note_send(io_result r) noexcept {
+    if (r.would_block()) blocked = stalled_ = true;
     return r;
   }
   int fd_;
@@ -147,6 +157,7 @@ class loop_transport final : public transport {
   std::size_t pos_ = 0, end_ = 0;
   std::size_t ahead_size_ = read_ahead_size;  // grows once a recv fills it
   record_cork cork_;
+  bool stalled_ = false;
 };
 
 }  // namespace comm::detail

@@ -1,8 +1,10 @@
 // async_io_state: creation, accessors, close / abort / shutdown and the public operation calls.
 // The I/O itself is in state_io.cpp, TLS in tls.cpp.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <climits>
 #include <cstring>
 #include <stdexcept>
 
@@ -63,6 +65,7 @@ std::string state_impl::peer_text() const {
 
 void state_impl::on_events(std::uint32_t events) {
   input_.on_edge(events);
+  if (lingering_) return linger_step();
   drive();
 }
 
@@ -72,7 +75,7 @@ void state_impl::schedule_drive() {
   coll_->defer([s = self()] { s->drive(); });
 }
 
-std::size_t state_impl::close(bool keep_alive) noexcept {
+std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
   if (coll_ == nullptr) return buffered();
   auto keep = weak_from_this().lock();  // the collection's reference goes below
   collection_impl* c = coll_;
@@ -90,15 +93,67 @@ std::size_t state_impl::close(bool keep_alive) noexcept {
   write_.reset();
   ssl_.reset();
   shutdown_.reset();
-  drop_tls();
-  c->remove(*this, sock_.get());
   coll_ = nullptr;
-  if (!keep_alive) sock_.reset();
   if (acceptor_) {
     acceptor_connection_closed(*acceptor_);
     acceptor_.reset();
   }
+  // Records of writes already reported done (write-behind) leave before the socket closes.
+  if (keep_alive) send_owed_now();
+  else if (may_linger && start_linger(*c)) return buffered();
+  else if (tls_ && tls_->engine) (void)tls_->transport.flush();
+  drop_tls();
+  c->remove(*this, sock_.get());
+  if (!keep_alive) sock_.reset();
   return buffered();
+}
+
+bool state_impl::start_linger(collection_impl& c) noexcept {
+  if (!tls_ || !tls_->engine || tls_->transport.pending_output() == 0) return false;
+  if (!tls_->transport.flush().would_block()) return false;  // all left, or cannot leave
+  try {
+    auto limit = write_timeout_ ? *write_timeout_ : milliseconds(std::chrono::seconds(10));
+    linger_timer_ = c.add_timer(loop_clock::now() + limit, [this] {
+      linger_timer_ = linger_coll_->no_timer();  // fired: gone from the table
+      end_linger();
+    });
+  } catch (...) {
+    return false;
+  }
+  lingering_ = true;
+  linger_coll_ = &c;
+  return true;
+}
+
+void state_impl::linger_step() noexcept {
+  io_result f = tls_->transport.flush();
+  if (!f.would_block()) end_linger();
+}
+
+void state_impl::end_linger() noexcept {
+  if (!lingering_) return;
+  auto keep = weak_from_this().lock();  // the collection's reference goes below
+  lingering_ = false;
+  linger_coll_->cancel_timer(linger_timer_);
+  drop_tls();
+  linger_coll_->remove(*this, sock_.get());
+  linger_coll_ = nullptr;
+  sock_.reset();
+}
+
+// close(keep_alive): the caller takes the socket next, so what is owed leaves now, waiting for
+// room up to the write timeout (10 s without one).
+void state_impl::send_owed_now() noexcept {
+  if (!tls_ || !tls_->engine) return;
+  auto limit = write_timeout_ ? *write_timeout_ : milliseconds(std::chrono::seconds(10));
+  auto deadline = loop_clock::now() + limit;
+  while (tls_->transport.pending_output() > 0) {
+    if (!tls_->transport.flush().would_block()) return;
+    auto left = std::chrono::ceil<milliseconds>(deadline - loop_clock::now()).count();
+    if (left <= 0) return;
+    pollfd p{sock_.get(), POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(std::min<long long>(left, INT_MAX))) < 0 && errno != EINTR) return;
+  }
 }
 
 void state_impl::check_no_ssl_op(const char* operation) const {

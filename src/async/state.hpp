@@ -20,6 +20,9 @@ struct accept_core;
 
 // Reads or writes per operation per drive before yielding to other connections.
 constexpr int fairness_rounds = 16;
+// Under TLS, writes of at least this size may be done before their records leave (write-behind,
+// see step_write); smaller ones gain little from it (a request / reply is one send either way).
+constexpr std::size_t write_behind_min = 4 * 1024;
 
 struct read_op {
   bool checking = false;
@@ -98,8 +101,12 @@ class state_impl final : public async_io_state, public loop_member {
   std::shared_ptr<state_impl> self() { return std::static_pointer_cast<state_impl>(shared_from_this()); }
 
   void on_events(std::uint32_t events) override;
-  void close_quietly() noexcept override { close(false); }
-  std::size_t close(bool keep_alive) noexcept;
+  // The collection is closing everything: nothing lingers.
+  void close_quietly() noexcept override {
+    if (lingering_) end_linger();
+    else close(false, false);
+  }
+  std::size_t close(bool keep_alive, bool may_linger = true) noexcept;
   bool open() const noexcept { return coll_ != nullptr; }
   collection_impl& coll(const char* operation);  // throws std::logic_error when closed / wrong thread
 
@@ -163,7 +170,20 @@ class state_impl final : public async_io_state, public loop_member {
 
  private:
   io_step read_some(std::byte* p, std::size_t n);
-  io_step write_some(const std::byte* p, std::size_t n, bool more = false);
+  io_step write_some(const std::byte* p, std::size_t n, bool hold = false);
+  bool behind_allowed(const write_op& op) const noexcept;
+  bool may_write_behind() const noexcept;
+  void send_owed() noexcept;
+  // close() while done writes' records still wait for room: the socket stays registered (closed
+  // for the user) until they left, an error, or the write timeout (10 s without one).
+  bool start_linger(collection_impl& c) noexcept;
+  void linger_step() noexcept;
+  void end_linger() noexcept;
+  void send_owed_now() noexcept;
+  std::exception_ptr owed_error_;  // sending what done writes left failed: every later write fails
+  bool lingering_ = false;
+  collection_impl* linger_coll_ = nullptr;
+  timer_token linger_timer_{};
   bool step_read();
   bool step_write();
   void complete_read(io_status status, std::exception_ptr error);

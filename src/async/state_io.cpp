@@ -34,12 +34,12 @@ io_step state_impl::read_some(std::byte* p, std::size_t n) {
   return {io_step::error, 0, io_error({r.error, std::generic_category()}, "read from " + peer_text(), this)};
 }
 
-io_step state_impl::write_some(const std::byte* p, std::size_t n, bool more) {
+io_step state_impl::write_some(const std::byte* p, std::size_t n, bool hold) {
   if (tls_ && tls_->engine) {
-    // Record after record into the transport's cork, then one send for all of them. With more
-    // writes queued behind this one (`more`) the records stay for theirs (see step_write).
+    // Record after record into the transport's cork, then one send for all of them. With `hold`
+    // the records stay for the next write's (see step_write).
     auto& t = tls_->transport;
-    if (more || record_cork::worth_corking(n) || t.pending_output() > 0) t.cork();
+    if (hold || record_cork::worth_corking(n) || t.pending_output() > 0) t.cork();
     std::size_t total = 0;
     bool blocked = false;
     std::exception_ptr failure;
@@ -55,7 +55,7 @@ io_step state_impl::write_some(const std::byte* p, std::size_t n, bool more) {
         break;
       }
     }
-    if (!failure && more && total == n && !t.cork_full()) {
+    if (!failure && hold && total == n && !t.cork_full()) {
       t.hold();
       return {io_step::data, total, nullptr};
     }
@@ -89,6 +89,7 @@ void state_impl::drive() {
     } else {
       if (read_) progress |= step_read();
       if (coll_ != nullptr && write_ && !ssl_) progress |= step_write();
+      else if (coll_ != nullptr && !ssl_) send_owed();  // an edge: room for what done writes left
     }
   }
   // Still moving after the rounds: continue after the other connections had their turn.
@@ -278,26 +279,49 @@ void state_impl::read_timer_fired() {
 
 // ---- writing
 
+// Under TLS a write of write_behind_min bytes or more is done once its records are made, while the
+// socket has room: the records of a chain of writes (each started by the previous one's callback)
+// or of writes queued together collect in the transport's cork and leave together, up to its
+// 64 KiB limit, and in any case before the loop waits again. Once a send finds no room, the writes
+// behind it are done only when their records have left. Records of done writes that the socket
+// has not taken yet are owed: they go before anything written later, an edge sends them (drive),
+// and close() waits for them (linger).
+// Not once the socket has no room, nor once epoll reported the peer's end or an error (a send would
+// fail at once: the write reports that itself).
+bool state_impl::behind_allowed(const write_op& op) const noexcept {
+  return op.data.size() >= write_behind_min && !tls_->transport.stalled() && !input_.eof_seen;
+}
+
+bool state_impl::may_write_behind() const noexcept {
+  if (!tls_ || !tls_->engine || !write_ || write_->ops.empty()) return false;
+  const write_op& last = write_->ops.back();
+  return last.done == last.data.size() && behind_allowed(last);
+}
+
 bool state_impl::step_write() {
   bool progress = false;
   int round = 0;
+  if (owed_error_ && write_) {
+    fail_writes(io_status::error, owed_error_);
+    return true;
+  }
   while (write_ && !write_->ops.empty()) {
-    // 1. Write what is not written yet, in order. Under TLS the records of the queued writes
-    //    collect in the transport's cork (up to its limit) and leave in one send: a server
-    //    answering many pipelined requests makes one send, not one per reply.
+    // 1. Write what is not written yet, in order, each write's records held in the cork for the
+    //    next write's while there is room (see above).
     const bool tls = tls_ && tls_->engine;
     auto& ops = write_->ops;
     for (std::size_t i = 0; i < ops.size(); ++i) {
       write_op& op = ops[i];
       if (op.done == op.data.size()) continue;  // written; under TLS maybe still in the cork
-      const bool more = tls && i + 1 < ops.size();
+      const bool last = i + 1 == ops.size();
+      const bool hold = tls && (!last || behind_allowed(op));
       while (op.done < op.data.size()) {
         if (round++ == fairness_rounds) {
           if (tls) (void)tls_->transport.flush();  // what is sealed goes now; the rest after the others
           schedule_drive();
           return progress;
         }
-        auto r = write_some(op.data.data() + op.done, op.data.size() - op.done, more);
+        auto r = write_some(op.data.data() + op.done, op.data.size() - op.done, hold);
         if (r.kind == io_step::would_block) return progress;
         if (r.kind != io_step::data) {
           fail_writes(io_status::error, r.err);
@@ -308,11 +332,12 @@ bool state_impl::step_write() {
         progress = true;
         if (write_timeout_) write_->deadline = loop_clock::now() + *write_timeout_;
       }
-      if (!more || tls_->transport.cork_full()) break;
+      if (!hold || tls_->transport.cork_full()) break;
     }
-    // 2. Records the engine has made but the socket has not taken yet: none of the writes they
-    //    carry is done before they left.
-    if (tls && tls_->transport.pending_output() > 0) {
+    // 2. Records the engine has made but the socket has not taken yet: unless they may stay
+    //    (write-behind), none of the writes they carry is done before they left.
+    const bool behind = may_write_behind();
+    if (tls && !behind && tls_->transport.pending_output() > 0) {
       io_result f = tls_->transport.flush();
       if (f.would_block()) return progress;
       if (f.error != 0) {
@@ -321,10 +346,11 @@ bool state_impl::step_write() {
       }
     }
     // 3. The written operations complete in order. A callback may start writes (behind these),
-    //    abort or close; an operation counts only while it is written and nothing is pending.
+    //    abort or close; an operation counts only while it is written and nothing is pending
+    //    (or what is pending may stay).
     while (write_ && !write_->ops.empty()) {
       write_op& front = write_->ops.front();
-      if (front.done < front.data.size() || (tls_ && tls_->transport.pending_output() > 0)) break;
+      if (front.done < front.data.size() || (!behind && tls_ && tls_->transport.pending_output() > 0)) break;
       write_op done = std::move(front);
       write_->ops.pop_front();
       if (write_->ops.empty()) {
@@ -338,8 +364,26 @@ bool state_impl::step_write() {
       if (coll_ == nullptr) return true;
     }
   }
+  // The chain ended: what done writes left in the cork goes before the loop waits.
+  if (coll_ != nullptr && !write_) send_owed();
   maybe_run_shutdown();
   return progress;
+}
+
+// Sends the records of done writes (see step_write). When that fails they can never leave: the
+// failure becomes the state's write status and error, and every later write fails with it.
+void state_impl::send_owed() noexcept {
+  if (!tls_ || !tls_->engine || tls_->transport.pending_output() == 0) return;
+  io_result f = tls_->transport.flush();
+  if (f.error == 0 || f.would_block()) return;
+  tls_->transport.discard_output();
+  write_status_ = io_status::error;
+  try {
+    owed_error_ = transport_failure(f.error, describe_operation("TLS write", peer_text()), this);
+  } catch (...) {
+    owed_error_ = std::current_exception();
+  }
+  write_error_ = owed_error_;
 }
 
 void state_impl::fail_writes(io_status status, std::exception_ptr error) {

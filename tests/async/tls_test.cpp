@@ -1,12 +1,14 @@
 // TLS on async states, for every tested implementation: echo at scale, handshake timeouts,
 // verification failures, STARTTLS and back, independent peers (openssl s_client / s_server,
 // Python ssl), and a hostile mix that must not disturb good clients.
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "echo_helpers.hpp"
 #include "peers/certificates.hpp"
 #include "peers/implementations.hpp"
 #include "peers/process.hpp"
+#include "peers/test_data.hpp"
 
 using namespace async_test;
 using comm_test::pki;
@@ -267,6 +269,72 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
     return 0;
   });
 }
+
+// Write-behind: a TLS write of 60,000 bytes (four records, under the 64 KiB the cork holds) is done
+// once its records are made, before the socket took them. Closing from its callback must still
+// deliver every byte. The peer is Python's ssl with a small receive buffer, and the client's send
+// buffer is small too, so far less than 60,000 bytes fit in the sockets.
+//   close:            the peer reads nothing until after the close; the state stays registered
+//                     until the bytes have left.
+//   close keep_alive: the peer reads from the start; the close waits for the bytes to leave
+//                     before it hands the socket back.
+namespace {
+
+void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive) {
+  comm_test::python_server peer("tls_peer.py", {"late_sink", pki().good.cert_file, pki().good.key_file});
+  const std::string data = comm_test::random_bytes(60000, 21);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  comm::socket_handle sock(fd);
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(peer.port)));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+
+  loop_thread lt("write-behind close");
+  waiter w;
+  bool ready = false, closed = false;
+  std::size_t written = 0;
+  std::exception_ptr failure;
+  std::shared_ptr<comm::async_io_state> state;
+  lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(sock))] {
+    state = comm::create_async_io_state(*lt, std::move(*s));
+    comm::attach_ssl_options co;
+    co.ssl_ctx = client_ctx(impl);
+    co.ssl_side = comm::ssl_side::client;
+    co.tlsext_host_name = "localhost";
+    comm::async_io_state_attach_ssl(*state, std::move(co), [&](comm::async_io_state&, std::exception_ptr e) {
+      w.notify([&] { failure = e, ready = true; });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return ready; }, std::chrono::seconds(10)));
+  ASSERT_FALSE(failure) << what_of(failure);
+  peer.process.wait_for("^READY$");
+  if (keep_alive) peer.process.write_stdin("go\n");
+  lt.call([&] {
+    comm::async_io_state_write_buffer(*state, data, [&](comm::async_io_state& st, std::size_t n) {
+      comm::close_async_io_state(st, keep_alive);
+      if (keep_alive) comm::async_io_state_release_socket(st).reset();  // FIN: the peer's end
+      w.notify([&] { written = n, closed = true; });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return closed; }, std::chrono::seconds(10)));
+  EXPECT_EQ(written, data.size());
+  if (!keep_alive) peer.process.write_stdin("go\n");
+  EXPECT_EQ(peer.process.wait_for(R"(^GOT (.*)$)", std::chrono::seconds(10)),
+            std::to_string(data.size()) + " " + comm_test::sha256(data));
+}
+
+}  // namespace
+
+TEST_P(AsyncTls, CloseRightAfterAWriteIsDoneStillDeliversItsBytes) { close_right_after_a_write(GetParam(), false); }
+
+TEST_P(AsyncTls, KeepAliveCloseRightAfterAWriteIsDoneSendsItsBytesFirst) { close_right_after_a_write(GetParam(), true); }
 
 // Application data the server sends as soon as its handshake completes reaches the client's socket
 // while the client has no read active: the edge it makes is seen and passes. A read started later

@@ -368,7 +368,8 @@ struct sink_result {
 struct sink_server {
   async_test::loop_thread lt{"fault sink"};
   std::shared_ptr<comm::accepting_handle> handle;
-  sink_server(std::optional<ssl_implementation> tls, sink_result& out) {
+  // close_on_end false: the connection stays open after an error (the client sees no end).
+  sink_server(std::optional<ssl_implementation> tls, sink_result& out, bool close_on_end = true) {
     handle = lt.call([&] {
       comm::accept_options o;
       o.address = "127.0.0.1";
@@ -386,8 +387,8 @@ struct sink_server {
       };
       return comm::accept_tcp_connections_creating_async_io_states(
           *lt, "0",
-          [&out](comm::accepting_handle&, comm::async_io_state& s) {
-            comm::async_io_state_read_with_checking(s, [&out](comm::async_io_state& st, std::span<const std::byte> d) {
+          [&out, close_on_end](comm::accepting_handle&, comm::async_io_state& s) {
+            comm::async_io_state_read_with_checking(s, [&out, close_on_end](comm::async_io_state& st, std::span<const std::byte> d) {
               out.bytes += d.size();
               if (st.read_status() != io_status::ok) {
                 out.w.notify([&] {
@@ -395,7 +396,7 @@ struct sink_server {
                   out.error = st.read_error();
                   out.ended = true;
                 });
-                comm::close_async_io_state(st);
+                if (close_on_end) comm::close_async_io_state(st);
                 return;
               }
               comm::async_io_state_discard(st, d.size());
@@ -406,6 +407,144 @@ struct sink_server {
   }
   std::uint16_t port() const { return handle->local_port(); }
 };
+
+// Write-behind: 64 writes of 16 KiB, each started by the previous one's callback (one write at a
+// time, as a bulk sender does), leave four records per send instead of one send per write. Every
+// callback runs once, in order, with the whole size; an output shutdown after the last then sends
+// what is owed before the close_notify, and the sink reads every byte and a clean end.
+TEST_P(AsyncTlsCoalescing, ChainedWritesLeaveInFewSends) {
+  fault::scope faults;
+  fault::plan calm;
+  calm.reads = calm.writes = fault::chunking::whole;
+  calm.eintr = calm.eagain = false;
+  static constexpr int writes = 64;
+  static constexpr std::size_t size = 16 * 1024;
+  struct chain {
+    async_test::waiter w;
+    bool done = false;
+    int next = 0;
+    std::vector<std::size_t> sizes;  // loop thread until done
+    std::uint64_t before = 0, sends = 0;
+    std::string failure;
+    std::string payload = random_bytes(size, 78);
+    void write(comm::async_io_state& s) {
+      ++next;
+      comm::async_io_state_write_buffer(s, payload, [this](comm::async_io_state& st, std::size_t n) {
+        sizes.push_back(n);
+        if (st.write_status() != io_status::ok) {
+          w.notify([&] { failure = "write: " + error_text(st.write_error()), done = true; });
+          return;
+        }
+        if (next < writes) return write(st);
+        sends = fault::totals().writes - before;
+        comm::async_io_state_shutdown(st, comm::direction::output, false, [this](comm::async_io_state& s2, std::error_code ec) {
+          if (ec) failure = "shutdown: " + ec.message();
+          // Until the sink's end: closing with its session tickets unread would reset the
+          // connection under bytes it has not read yet.
+          comm::async_io_state_read_with_checking(s2, [this](comm::async_io_state& s3, std::span<const std::byte> d) {
+            if (s3.read_status() == io_status::ok) return (void)comm::async_io_state_discard(s3, d.size());
+            comm::close_async_io_state(s3);
+            w.notify([&] { done = true; });
+          });
+        });
+      });
+    }
+  } run;
+  sink_result out;
+  {
+    sink_server server(GetParam(), out);
+    fault::watch_port(server.port(), calm, calm);
+    async_test::loop_thread client_loop("chain client");
+    client_loop.call([&] {
+      comm::create_async_io_state_and_connected_tcp_socket(
+          *client_loop, "127.0.0.1", std::to_string(server.port()),
+          [&](comm::async_io_state* s, std::exception_ptr e) {
+            if (s == nullptr) {
+              run.w.notify([&] { run.failure = "connect: " + error_text(e), run.done = true; });
+              return;
+            }
+            run.before = fault::totals().writes;
+            run.write(*s);
+          },
+          client_options(GetParam()));
+    });
+    ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s));
+    ASSERT_TRUE(out.w.wait([&] { return out.ended; }, 10s));
+  }
+  EXPECT_EQ(run.failure, "");
+  EXPECT_EQ(run.sizes, std::vector<std::size_t>(writes, size));
+  EXPECT_EQ(out.status, io_status::eof) << error_text(out.error);
+  EXPECT_EQ(out.bytes, writes * size);
+  EXPECT_GT(run.sends, 0u);
+  EXPECT_LT(run.sends, 32u) << "sends while 64 chained writes of 16 KiB completed";
+  std::printf("chained: %llu sends while 64 chained writes of 16 KiB completed\n",
+              static_cast<unsigned long long>(run.sends));
+}
+
+// Write-behind and a failure: a 16 KiB write is done before its records leave; the send after its
+// callback fails (the client's descriptor is cut after 8,000 bytes, FIN, so no edge tells the
+// loop). That failure becomes the state's write status, and the next write of the same size fails
+// with it instead of being done behind records that can never leave.
+TEST_P(AsyncTlsCoalescing, FailureOfRecordsLeftBehindFailsTheNextWrite) {
+  fault::scope faults;
+  fault::plan cutting;
+  cutting.reads = cutting.writes = fault::chunking::whole;
+  cutting.eintr = cutting.eagain = false;
+  cutting.cut = fault::cut_kind::fin;
+  cutting.cut_after = 8000;  // inside the first record of application data
+  fault::plan calm = cutting;
+  calm.cut = fault::cut_kind::none;
+  const std::string payload = random_bytes(16 * 1024, 79);
+  struct {
+    async_test::waiter w;
+    bool done = false;
+    std::string failure;
+    std::size_t first_n = 0, second_n = 0;
+    io_status first = io_status::error, second = io_status::ok, after_first = io_status::ok;
+    std::string second_error;
+  } run;
+  sink_result out;
+  sink_server server(GetParam(), out, /*close_on_end=*/false);
+  fault::watch_port(server.port(), cutting, calm);
+  async_test::loop_thread client_loop("behind failure");
+  client_loop.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *client_loop, "127.0.0.1", std::to_string(server.port()),
+        [&](comm::async_io_state* s, std::exception_ptr e) {
+          if (s == nullptr) {
+            run.w.notify([&] { run.failure = "connect: " + error_text(e), run.done = true; });
+            return;
+          }
+          auto st = s->shared_from_this();
+          comm::async_io_state_write_buffer(*s, payload, [&, st](comm::async_io_state&, std::size_t n) {
+            run.first = st->write_status();
+            run.first_n = n;
+            // Later, after the loop tried to send what this write left behind.
+            comm::apply_in_wait_state_collection_process(*client_loop, [&, st] {
+              run.after_first = st->write_status();
+              comm::async_io_state_write_buffer(*st, payload, [&, st](comm::async_io_state&, std::size_t n2) {
+                run.second = st->write_status();
+                run.second_n = n2;
+                run.second_error = error_text(st->write_error());
+                comm::close_async_io_state(*st);
+                run.w.notify([&] { run.done = true; });
+              });
+            });
+          });
+        },
+        client_options(GetParam()));
+  });
+  ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s));
+  EXPECT_EQ(run.failure, "");
+  EXPECT_EQ(run.first, io_status::ok);
+  EXPECT_EQ(run.first_n, payload.size());
+  EXPECT_EQ(run.after_first, io_status::error);
+  EXPECT_EQ(run.second, io_status::error);
+  EXPECT_EQ(run.second_n, 0u);
+  EXPECT_NE(run.second_error.find("TLS write"), std::string::npos) << run.second_error;
+  EXPECT_NE(run.second_error.find("Broken pipe"), std::string::npos) << run.second_error;
+  EXPECT_EQ(fault::totals().cuts, 1u);
+}
 
 void run_cut(sink_result& out, std::uint64_t& cut_after, std::optional<ssl_implementation> client_impl,
              std::optional<ssl_implementation> server_impl, fault::cut_kind kind, std::uint64_t seed) {

@@ -10,6 +10,8 @@ usage: tls_peer.py MODE CERT KEY
                 then plain again: "after" -> "plain again", then close
   digest        TLS; requests of a line "<n>" and n bytes, each answered "<n> <sha256 hex>", until
                 close_notify (answered) or the end of the connection
+  late_sink     small receive buffer, no session tickets; TLS handshake, "READY", then reads nothing
+                until a line on stdin; then reads to the end and prints "GOT <n> <sha256 hex>"
 """
 import hashlib
 import socket
@@ -27,6 +29,9 @@ def main():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if mode == "late_sink":
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the connection
+        ctx.num_tickets = 0  # nothing for the client to leave unread
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     print("PORT", listener.getsockname()[1], flush=True)
@@ -82,6 +87,20 @@ def main():
                 break
         f.close()
         tls.unwrap().close()
+    elif mode == "late_sink":
+        tls = ctx.wrap_socket(conn, server_side=True)
+        print("READY", flush=True)
+        sys.stdin.readline()
+        digest = hashlib.sha256()
+        n = 0
+        while True:
+            data = tls.recv(65536)  # b"" at the end, with or without close_notify
+            if not data:
+                break
+            n += len(data)
+            digest.update(data)
+        print("GOT", n, digest.hexdigest(), flush=True)
+        tls.close()
     print("DONE", flush=True)
 
 
