@@ -84,7 +84,10 @@ class socket_stream : public std::iostream, public ssl_connection {
   }
   void flush();  // also std::ostream::flush()
   // Flushes (unless an error makes that impossible), detaches TLS without insisting on a clean
-  // shutdown, and closes the socket. Idempotent.
+  // shutdown, and closes the socket. Idempotent. Under TLS, bytes that arrived unread (a TLS 1.3
+  // server's session tickets, typically) are read and dropped first, up to 256 KiB: Linux answers
+  // close() over unread data with a reset, which would throw away what the send buffer still
+  // holds. Tickets that arrive only after the close still meet a closed socket.
   void close();
 
   // Bytes readable without blocking: the stream's buffer plus TLS-decrypted pending bytes.

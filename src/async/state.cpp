@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "async/state.hpp"
+#include "net/sockaddr.hpp"
 
 namespace comm {
 namespace detail {
@@ -102,10 +103,17 @@ std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
   if (keep_alive) send_owed_now();
   else if (may_linger && start_linger(*c)) return buffered();
   else if (tls_ && tls_->engine) (void)tls_->transport.flush();
+  const bool was_tls = tls_ && tls_->engine;
   drop_tls();
   c->remove(*this, sock_.get());
-  if (!keep_alive) sock_.reset();
+  if (!keep_alive) close_socket(was_tls);
   return buffered();
+}
+
+// Under TLS, what arrived unread (session tickets) goes first: see discard_unread_input.
+void state_impl::close_socket(bool was_tls) noexcept {
+  if (was_tls && sock_) discard_unread_input(sock_.get());
+  sock_.reset();
 }
 
 bool state_impl::start_linger(collection_impl& c) noexcept {
@@ -138,7 +146,7 @@ void state_impl::end_linger() noexcept {
   drop_tls();
   linger_coll_->remove(*this, sock_.get());
   linger_coll_ = nullptr;
-  sock_.reset();
+  close_socket(true);
 }
 
 // close(keep_alive): the caller takes the socket next, so what is owed leaves now, waiting for

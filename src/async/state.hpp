@@ -180,6 +180,7 @@ class state_impl final : public async_io_state, public loop_member {
   void linger_step() noexcept;
   void end_linger() noexcept;
   void send_owed_now() noexcept;
+  void close_socket(bool was_tls) noexcept;
   std::exception_ptr owed_error_;  // sending what done writes left failed: every later write fails
   bool lingering_ = false;
   collection_impl* linger_coll_ = nullptr;

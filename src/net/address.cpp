@@ -173,6 +173,15 @@ int poll_one(int fd, short events, const std::optional<clock::time_point>& deadl
   }
 }
 
+void discard_unread_input(int fd) noexcept {
+  char buf[16384];
+  for (int i = 0; i < 16; ++i) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+  }
+}
+
 }  // namespace detail
 
 namespace {

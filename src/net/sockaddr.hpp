@@ -43,4 +43,10 @@ inline std::optional<clock::time_point> deadline_after(std::optional<millisecond
 // -1 with errno on failure (EINTR is retried with the remaining time).
 int poll_one(int fd, short events, const std::optional<clock::time_point>& deadline) noexcept;
 
+// Reads and drops what has arrived unread, up to 256 KiB, without waiting. Before closing a TLS
+// connection: a TLS 1.3 server's session tickets are typically still unread, and Linux answers
+// close() on a socket with unread data with a reset, which throws away what the send buffer still
+// holds (the end of the last write, the close_notify).
+void discard_unread_input(int fd) noexcept;
+
 }  // namespace comm::detail

@@ -461,6 +461,7 @@ void stream_core::close() {
       }
     }
     drop_engine();
+    discard_unread_input(socket_.get());
   }
   discard_buffers();
   socket_.reset();

@@ -2,6 +2,7 @@
 // verification failures, STARTTLS and back, independent peers (openssl s_client / s_server,
 // Python ssl), and a hostile mix that must not disturb good clients.
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include "echo_helpers.hpp"
@@ -278,16 +279,21 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
 //                     until the bytes have left.
 //   close keep_alive: the peer reads from the start; the close waits for the bytes to leave
 //                     before it hands the socket back.
+//   tickets:          the peer sends TLS 1.3 session tickets, which have arrived (unread) when the
+//                     write starts, and the client's send buffer is large, so the bytes wait in it
+//                     at the close: closing over unread data must not reset the connection (Linux
+//                     then throws away what the send buffer holds).
 namespace {
 
-void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive) {
-  comm_test::python_server peer("tls_peer.py", {"late_sink", pki().good.cert_file, pki().good.key_file});
+void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive, bool tickets = false) {
+  comm_test::python_server peer("tls_peer.py", {tickets ? "late_sink_tickets" : "late_sink", pki().good.cert_file,
+                                                pki().good.key_file});
   const std::string data = comm_test::random_bytes(60000, 21);
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
   comm::socket_handle sock(fd);
-  int small = 4096;
-  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  int sndbuf = tickets ? 1 << 20 : 4096;
+  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(peer.port)));
@@ -314,6 +320,10 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive) {
   ASSERT_TRUE(w.wait([&] { return ready; }, std::chrono::seconds(10)));
   ASSERT_FALSE(failure) << what_of(failure);
   peer.process.wait_for("^READY$");
+  if (tickets) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the session tickets did not come";
+  }
   if (keep_alive) peer.process.write_stdin("go\n");
   lt.call([&] {
     comm::async_io_state_write_buffer(*state, data, [&](comm::async_io_state& st, std::size_t n) {
@@ -335,6 +345,8 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive) {
 TEST_P(AsyncTls, CloseRightAfterAWriteIsDoneStillDeliversItsBytes) { close_right_after_a_write(GetParam(), false); }
 
 TEST_P(AsyncTls, KeepAliveCloseRightAfterAWriteIsDoneSendsItsBytesFirst) { close_right_after_a_write(GetParam(), true); }
+
+TEST_P(AsyncTls, CloseWithSessionTicketsUnreadStillDeliversEveryByte) { close_right_after_a_write(GetParam(), false, true); }
 
 // Application data the server sends as soon as its handshake completes reaches the client's socket
 // while the client has no read active: the edge it makes is seen and passes. A read started later

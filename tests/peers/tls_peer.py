@@ -12,6 +12,8 @@ usage: tls_peer.py MODE CERT KEY
                 close_notify (answered) or the end of the connection
   late_sink     small receive buffer, no session tickets; TLS handshake, "READY", then reads nothing
                 until a line on stdin; then reads to the end and prints "GOT <n> <sha256 hex>"
+  late_sink_tickets
+                the same with session tickets (two, sent right after the handshake)
 """
 import hashlib
 import socket
@@ -29,8 +31,9 @@ def main():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if mode == "late_sink":
+    if mode in ("late_sink", "late_sink_tickets"):
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the connection
+    if mode == "late_sink":
         ctx.num_tickets = 0  # nothing for the client to leave unread
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -87,7 +90,7 @@ def main():
                 break
         f.close()
         tls.unwrap().close()
-    elif mode == "late_sink":
+    elif mode in ("late_sink", "late_sink_tickets"):
         tls = ctx.wrap_socket(conn, server_side=True)
         print("READY", flush=True)
         sys.stdin.readline()

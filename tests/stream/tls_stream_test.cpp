@@ -441,5 +441,31 @@ TEST_P(TlsStream, WriteTimeoutsThenFlushDeliverEachTakenByteOnce) {
   for (std::size_t j = 0; i < end; ++i, ++j) ASSERT_EQ(got[i], second(j)) << "second stream, byte " << j;
 }
 
+// TLS 1.3 servers send session tickets right after the handshake. A client that writes and closes
+// without reading leaves them unread, and Linux answers close() on a socket with unread data with a
+// reset, throwing away what the send buffer still holds. close() must still deliver every byte it
+// accepted: here 200,000 bytes wait in the client's send buffer (the peer, Python's ssl with a
+// small receive buffer, reads only after the close) when the tickets are known to have arrived.
+TEST_P(TlsStream, CloseWithSessionTicketsUnreadStillDeliversEveryByte) {
+  comm_test::python_server peer("tls_peer.py", {"late_sink_tickets", comm_test::pki().good.cert_file,
+                                                comm_test::pki().good.key_file});
+  open_tcp_stream_options o;
+  o.ssl_ctx = client_ctx();
+  o.handshake_timeout = 5s;
+  o.write_timeout = 5s;
+  auto s = open_tcp_stream("localhost", peer.port, o);
+  int big = 1 << 20;
+  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+  pollfd p{s.native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the session tickets did not come";
+  auto data = random_bytes(200000, 15);
+  s.write_all(data.data(), data.size());
+  peer.process.wait_for("^READY$");
+  s.close();
+  peer.process.write_stdin("go\n");
+  EXPECT_EQ(peer.process.wait_for(R"(^GOT (.*)$)", 10s),
+            std::to_string(data.size()) + " " + sha256_hex(data.data(), data.size()));
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
