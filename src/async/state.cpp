@@ -120,8 +120,7 @@ bool state_impl::start_linger(collection_impl& c) noexcept {
   if (!tls_ || !tls_->engine || tls_->transport.pending_output() == 0) return false;
   if (!tls_->transport.flush().would_block()) return false;  // all left, or cannot leave
   try {
-    auto limit = write_timeout_ ? *write_timeout_ : milliseconds(std::chrono::seconds(10));
-    linger_timer_ = c.add_timer(loop_clock::now() + limit, [this] {
+    linger_timer_ = c.add_timer(loop_clock::now() + output_bound(), [this] {
       linger_timer_ = linger_coll_->no_timer();  // fired: gone from the table
       end_linger();
     });
@@ -153,8 +152,7 @@ void state_impl::end_linger() noexcept {
 // room up to the write timeout (10 s without one).
 void state_impl::send_owed_now() noexcept {
   if (!tls_ || !tls_->engine) return;
-  auto limit = write_timeout_ ? *write_timeout_ : milliseconds(std::chrono::seconds(10));
-  auto deadline = loop_clock::now() + limit;
+  auto deadline = loop_clock::now() + output_bound();
   while (tls_->transport.pending_output() > 0) {
     if (!tls_->transport.flush().would_block()) return;
     auto left = std::chrono::ceil<milliseconds>(deadline - loop_clock::now()).count();
@@ -326,8 +324,7 @@ std::optional<std::error_code> state_impl::maybe_run_shutdown(bool now) {
   if (dir != direction::input && !send_close_notify()) {
     if (!shutdown_->notifying) {
       shutdown_->notifying = true;
-      auto limit = write_timeout_ ? *write_timeout_ : milliseconds(std::chrono::seconds(10));
-      shutdown_->timer = coll_->add_timer(loop_clock::now() + limit, [this] { close_notify_timed_out(); });
+      shutdown_->timer = coll_->add_timer(loop_clock::now() + output_bound(), [this] { close_notify_timed_out(); });
     }
     return std::nullopt;
   }

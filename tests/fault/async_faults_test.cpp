@@ -275,6 +275,21 @@ INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCloseNotify,
 // (both sides; the echo server's replies are queued writes too), with no fault injected.
 class AsyncTlsCoalescing : public ::testing::TestWithParam<ssl_implementation> {};
 
+// A TLS client on lt, connected to 127.0.0.1:port with no fault of its own: connected(state) runs in
+// the loop, or failed("connect: ...").
+void connect_tls_client(async_test::loop_thread& lt, std::uint16_t port, ssl_implementation impl,
+                        std::function<void(comm::async_io_state&)> connected, std::function<void(std::string)> failed) {
+  lt.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "127.0.0.1", std::to_string(port),
+        [connected = std::move(connected), failed = std::move(failed)](comm::async_io_state* s, std::exception_ptr e) {
+          if (s == nullptr) return failed("connect: " + error_text(e));
+          connected(*s);
+        },
+        client_options(impl));
+  });
+}
+
 TEST_P(AsyncTlsCoalescing, QueuedWritesLeaveInFewSends) {
   fault::scope faults;
   fault::plan calm;
@@ -294,37 +309,28 @@ TEST_P(AsyncTlsCoalescing, QueuedWritesLeaveInFewSends) {
     echo_server server(GetParam(), rec, true);
     fault::watch_port(server.port(), calm, calm);
     async_test::loop_thread client_loop("coalescing client");
-    client_loop.call([&] {
-      comm::create_async_io_state_and_connected_tcp_socket(
-          *client_loop, "127.0.0.1", std::to_string(server.port()),
-          [&](comm::async_io_state* s, std::exception_ptr e) {
-            if (s == nullptr) {
-              run.w.notify([&] {
-                run.failure = "connect: " + error_text(e);
-                run.done = true;
-              });
+    connect_tls_client(
+        client_loop, server.port(), GetParam(),
+        [&](comm::async_io_state& s) {
+          const std::uint64_t before = fault::totals().writes;
+          for (int i = 0; i < writes; ++i)
+            comm::async_io_state_write_buffer(s, payload.substr(i * 100, 100),
+                                              [&run, i, before](comm::async_io_state&, std::size_t n) {
+                                                if (n == 100) run.order.push_back(i);
+                                                if (i == writes - 1) run.sends = fault::totals().writes - before;
+                                              });
+          comm::async_io_state_read_with_checking(s, [&](comm::async_io_state& st, std::span<const std::byte> d) {
+            run.received.append(reinterpret_cast<const char*>(d.data()), d.size());
+            if (st.read_status() != io_status::ok || run.received.size() >= payload.size()) {
+              if (st.read_status() != io_status::ok) run.failure = "read: " + error_text(st.read_error());
+              run.w.notify([&] { run.done = true; });
+              comm::close_async_io_state(st);
               return;
             }
-            const std::uint64_t before = fault::totals().writes;
-            for (int i = 0; i < writes; ++i)
-              comm::async_io_state_write_buffer(*s, payload.substr(i * 100, 100),
-                                                [&run, i, before](comm::async_io_state&, std::size_t n) {
-                                                  if (n == 100) run.order.push_back(i);
-                                                  if (i == writes - 1) run.sends = fault::totals().writes - before;
-                                                });
-            comm::async_io_state_read_with_checking(*s, [&](comm::async_io_state& st, std::span<const std::byte> d) {
-              run.received.append(reinterpret_cast<const char*>(d.data()), d.size());
-              if (st.read_status() != io_status::ok || run.received.size() >= payload.size()) {
-                if (st.read_status() != io_status::ok) run.failure = "read: " + error_text(st.read_error());
-                run.w.notify([&] { run.done = true; });
-                comm::close_async_io_state(st);
-                return;
-              }
-              comm::async_io_state_discard(st, d.size());
-            });
-          },
-          client_options(GetParam()));
-    });
+            comm::async_io_state_discard(st, d.size());
+          });
+        },
+        [&](std::string why) { run.w.notify([&] { run.failure = why, run.done = true; }); });
     ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s)) << "received " << run.received.size() << " bytes";
   }
   EXPECT_EQ(run.failure, "");
@@ -455,19 +461,13 @@ TEST_P(AsyncTlsCoalescing, ChainedWritesLeaveInFewSends) {
     sink_server server(GetParam(), out);
     fault::watch_port(server.port(), calm, calm);
     async_test::loop_thread client_loop("chain client");
-    client_loop.call([&] {
-      comm::create_async_io_state_and_connected_tcp_socket(
-          *client_loop, "127.0.0.1", std::to_string(server.port()),
-          [&](comm::async_io_state* s, std::exception_ptr e) {
-            if (s == nullptr) {
-              run.w.notify([&] { run.failure = "connect: " + error_text(e), run.done = true; });
-              return;
-            }
-            run.before = fault::totals().writes;
-            run.write(*s);
-          },
-          client_options(GetParam()));
-    });
+    connect_tls_client(
+        client_loop, server.port(), GetParam(),
+        [&](comm::async_io_state& s) {
+          run.before = fault::totals().writes;
+          run.write(s);
+        },
+        [&](std::string why) { run.w.notify([&] { run.failure = why, run.done = true; }); });
     ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s));
     ASSERT_TRUE(out.w.wait([&] { return out.ended; }, 10s));
   }
@@ -507,33 +507,27 @@ TEST_P(AsyncTlsCoalescing, FailureOfRecordsLeftBehindFailsTheNextWrite) {
   sink_server server(GetParam(), out, /*close_on_end=*/false);
   fault::watch_port(server.port(), cutting, calm);
   async_test::loop_thread client_loop("behind failure");
-  client_loop.call([&] {
-    comm::create_async_io_state_and_connected_tcp_socket(
-        *client_loop, "127.0.0.1", std::to_string(server.port()),
-        [&](comm::async_io_state* s, std::exception_ptr e) {
-          if (s == nullptr) {
-            run.w.notify([&] { run.failure = "connect: " + error_text(e), run.done = true; });
-            return;
-          }
-          auto st = s->shared_from_this();
-          comm::async_io_state_write_buffer(*s, payload, [&, st](comm::async_io_state&, std::size_t n) {
-            run.first = st->write_status();
-            run.first_n = n;
-            // Later, after the loop tried to send what this write left behind.
-            comm::apply_in_wait_state_collection_process(*client_loop, [&, st] {
-              run.after_first = st->write_status();
-              comm::async_io_state_write_buffer(*st, payload, [&, st](comm::async_io_state&, std::size_t n2) {
-                run.second = st->write_status();
-                run.second_n = n2;
-                run.second_error = error_text(st->write_error());
-                comm::close_async_io_state(*st);
-                run.w.notify([&] { run.done = true; });
-              });
+  connect_tls_client(
+      client_loop, server.port(), GetParam(),
+      [&](comm::async_io_state& s) {
+        auto st = s.shared_from_this();
+        comm::async_io_state_write_buffer(s, payload, [&, st](comm::async_io_state&, std::size_t n) {
+          run.first = st->write_status();
+          run.first_n = n;
+          // Later, after the loop tried to send what this write left behind.
+          comm::apply_in_wait_state_collection_process(*client_loop, [&, st] {
+            run.after_first = st->write_status();
+            comm::async_io_state_write_buffer(*st, payload, [&, st](comm::async_io_state&, std::size_t n2) {
+              run.second = st->write_status();
+              run.second_n = n2;
+              run.second_error = error_text(st->write_error());
+              comm::close_async_io_state(*st);
+              run.w.notify([&] { run.done = true; });
             });
           });
-        },
-        client_options(GetParam()));
-  });
+        });
+      },
+      [&](std::string why) { run.w.notify([&] { run.failure = why, run.done = true; }); });
   ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s));
   EXPECT_EQ(run.failure, "");
   EXPECT_EQ(run.first, io_status::ok);
