@@ -100,9 +100,10 @@ std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
     acceptor_.reset();
   }
   // Records of writes already reported done (write-behind) leave before the socket closes.
+  // (start_linger tries them once itself; without a linger that one try is all they get.)
   if (keep_alive) send_owed_now();
   else if (may_linger && start_linger(*c)) return buffered();
-  else if (tls_ && tls_->engine) (void)tls_->transport.flush();
+  else if (!may_linger && tls_ && tls_->engine) (void)tls_->transport.flush();
   const bool was_tls = tls_ && tls_->engine;
   drop_tls();
   c->remove(*this, sock_.get());

@@ -292,9 +292,7 @@ void connect_tls_client(async_test::loop_thread& lt, std::uint16_t port, ssl_imp
 
 TEST_P(AsyncTlsCoalescing, QueuedWritesLeaveInFewSends) {
   fault::scope faults;
-  fault::plan calm;
-  calm.reads = calm.writes = fault::chunking::whole;
-  calm.eintr = calm.eagain = false;
+  const fault::plan calm = fault_test::calm_plan();
   static constexpr int writes = 64;
   const std::string payload = random_bytes(writes * 100, 77);
   struct {
@@ -420,9 +418,7 @@ struct sink_server {
 // what is owed before the close_notify, and the sink reads every byte and a clean end.
 TEST_P(AsyncTlsCoalescing, ChainedWritesLeaveInFewSends) {
   fault::scope faults;
-  fault::plan calm;
-  calm.reads = calm.writes = fault::chunking::whole;
-  calm.eintr = calm.eagain = false;
+  const fault::plan calm = fault_test::calm_plan();
   static constexpr int writes = 64;
   static constexpr std::size_t size = 16 * 1024;
   struct chain {
@@ -487,13 +483,10 @@ TEST_P(AsyncTlsCoalescing, ChainedWritesLeaveInFewSends) {
 // with it instead of being done behind records that can never leave.
 TEST_P(AsyncTlsCoalescing, FailureOfRecordsLeftBehindFailsTheNextWrite) {
   fault::scope faults;
-  fault::plan cutting;
-  cutting.reads = cutting.writes = fault::chunking::whole;
-  cutting.eintr = cutting.eagain = false;
+  const fault::plan calm = fault_test::calm_plan();
+  fault::plan cutting = calm;
   cutting.cut = fault::cut_kind::fin;
   cutting.cut_after = 8000;  // inside the first record of application data
-  fault::plan calm = cutting;
-  calm.cut = fault::cut_kind::none;
   const std::string payload = random_bytes(16 * 1024, 79);
   struct {
     async_test::waiter w;

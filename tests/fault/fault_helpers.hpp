@@ -46,6 +46,15 @@ inline fault::plan plan_for(fault::chunking mode, std::uint64_t seed) {
   return p;
 }
 
+// Watched (its sends and receives are counted) but nothing injected: whole reads and writes, no
+// EINTR, no EAGAIN, no cut.
+inline fault::plan calm_plan() {
+  fault::plan p;
+  p.reads = p.writes = fault::chunking::whole;
+  p.eintr = p.eagain = false;
+  return p;
+}
+
 inline std::string chunking_name(fault::chunking c) {
   switch (c) {
     case fault::chunking::whole: return "whole";
