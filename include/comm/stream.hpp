@@ -87,7 +87,11 @@ class socket_stream : public std::iostream, public ssl_connection {
   // shutdown, and closes the socket. Idempotent. Under TLS, bytes that arrived unread (a TLS 1.3
   // server's session tickets, typically) are read and dropped first, up to 256 KiB: Linux answers
   // close() over unread data with a reset, which would throw away what the send buffer still
-  // holds. Tickets that arrive only after the close still meet a closed socket.
+  // holds. A TLS 1.3 client may also close before the tickets arrive (they come one round trip
+  // after the handshake), and tickets meeting a closed socket draw the same reset: so when nothing
+  // arrived yet and bytes are still unsent, close() waits until they have been transmitted,
+  // dropping what arrives (bounded by the write timeout, 10 s without one; the peer ending its
+  // side ends the wait too). With everything transmitted it returns at once.
   void close();
 
   // Bytes readable without blocking: the stream's buffer plus TLS-decrypted pending bytes.

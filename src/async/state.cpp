@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <stdexcept>
@@ -105,6 +106,15 @@ std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
   else if (may_linger && start_linger(*c)) return buffered();
   else if (!may_linger && tls_ && tls_->engine) (void)tls_->transport.flush();
   const bool was_tls = tls_ && tls_->engine;
+  if (may_linger && !keep_alive && tickets_may_come()) {
+    lingering_ = true;
+    linger_coll_ = c;
+    linger_timer_ = c->no_timer();
+    linger_deadline_ = loop_clock::now() + output_bound();
+    if (begin_unsent_wait()) return buffered();
+    lingering_ = false;
+    linger_coll_ = nullptr;
+  }
   drop_tls();
   c->remove(*this, sock_.get());
   if (!keep_alive) close_socket(was_tls);
@@ -120,28 +130,73 @@ void state_impl::close_socket(bool was_tls) noexcept {
 bool state_impl::start_linger(collection_impl& c) noexcept {
   if (!tls_ || !tls_->engine || tls_->transport.pending_output() == 0) return false;
   if (!tls_->transport.flush().would_block()) return false;  // all left, or cannot leave
+  lingering_ = true;
+  linger_coll_ = &c;
+  linger_tickets_ = tickets_may_come();
+  linger_unsent_ = false;
+  linger_timer_ = c.no_timer();
+  linger_deadline_ = loop_clock::now() + output_bound();
+  if (arm_linger_timer()) return true;
+  lingering_ = false;
+  linger_coll_ = nullptr;
+  return false;
+}
+
+bool state_impl::tickets_may_come() const noexcept {
+  return tls_ && tls_->engine && detail::tickets_may_come(*tls_->engine);
+}
+
+// The TLS work is over; if nothing arrived unread (then the tickets came) and bytes are still
+// unsent, the socket stays registered until they have been transmitted. False: close now.
+bool state_impl::begin_unsent_wait() noexcept {
+  drop_tls();
+  const int fd = sock_.get();
+  if (discard_unread_input(fd) > 0 || unsent_bytes(fd) == 0) return false;
+  report_when_all_sent(fd);
+  linger_unsent_ = true;
+  linger_coll_->modify(*this, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, false);  // an edge under the new rule
+  linger_coll_->cancel_timer(linger_timer_);
+  return arm_linger_timer();
+}
+
+// At the deadline; while waiting for unsent bytes also every 50 ms, should a wake-up be missed.
+bool state_impl::arm_linger_timer() noexcept {
+  auto when = linger_deadline_;
+  if (linger_unsent_) when = std::min(when, loop_clock::now() + milliseconds(50));
   try {
-    linger_timer_ = c.add_timer(loop_clock::now() + output_bound(), [this] {
+    linger_timer_ = linger_coll_->add_timer(when, [this] {
       linger_timer_ = linger_coll_->no_timer();  // fired: gone from the table
-      end_linger();
+      linger_timer_fired();
     });
   } catch (...) {
     return false;
   }
-  lingering_ = true;
-  linger_coll_ = &c;
   return true;
 }
 
+void state_impl::linger_timer_fired() noexcept {
+  auto keep = weak_from_this().lock();  // end_linger may drop the last other reference
+  if (loop_clock::now() >= linger_deadline_) return end_linger();
+  linger_step();
+  if (lingering_ && !arm_linger_timer()) end_linger();
+}
+
 void state_impl::linger_step() noexcept {
+  if (linger_unsent_) {
+    if (!drop_arrived_input(sock_.get()) || unsent_bytes(sock_.get()) == 0) end_linger();
+    return;
+  }
   io_result f = tls_->transport.flush();
-  if (!f.would_block()) end_linger();
+  if (f.would_block()) return;
+  if (f.error == 0 && linger_tickets_ && begin_unsent_wait()) return;
+  end_linger();
 }
 
 void state_impl::end_linger() noexcept {
   if (!lingering_) return;
   auto keep = weak_from_this().lock();  // the collection's reference goes below
   lingering_ = false;
+  linger_unsent_ = false;
   linger_coll_->cancel_timer(linger_timer_);
   drop_tls();
   linger_coll_->remove(*this, sock_.get());

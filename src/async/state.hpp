@@ -176,7 +176,15 @@ class state_impl final : public async_io_state, public loop_member {
   void send_owed() noexcept;
   // close() while done writes' records still wait for room: the socket stays registered (closed
   // for the user) until they left, an error, or the write timeout (10 s without one).
+  // Then, for a TLS 1.3 client whose bytes are not all transmitted, the server's session tickets
+  // may still come, and meeting a closed socket they would draw a reset that throws away the
+  // unsent bytes: it stays registered, dropping what arrives, until all is transmitted (see
+  // wait_until_sent), within the same bound.
   bool start_linger(collection_impl& c) noexcept;
+  bool tickets_may_come() const noexcept;
+  bool begin_unsent_wait() noexcept;
+  bool arm_linger_timer() noexcept;
+  void linger_timer_fired() noexcept;
   void linger_step() noexcept;
   void end_linger() noexcept;
   void send_owed_now() noexcept;
@@ -186,8 +194,11 @@ class state_impl final : public async_io_state, public loop_member {
   void close_socket(bool was_tls) noexcept;
   std::exception_ptr owed_error_;  // sending what done writes left failed: every later write fails
   bool lingering_ = false;
+  bool linger_tickets_ = false;  // tickets_may_come() when the linger began
+  bool linger_unsent_ = false;   // waiting for the unsent bytes (begin_unsent_wait)
   collection_impl* linger_coll_ = nullptr;
   timer_token linger_timer_{};
+  loop_clock::time_point linger_deadline_{};
   bool step_read();
   bool step_write();
   void complete_read(io_status status, std::exception_ptr error);

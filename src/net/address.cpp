@@ -2,9 +2,15 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netdb.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -173,12 +179,51 @@ int poll_one(int fd, short events, const std::optional<clock::time_point>& deadl
   }
 }
 
-void discard_unread_input(int fd) noexcept {
+std::size_t discard_unread_input(int fd) noexcept {
   char buf[16384];
+  std::size_t dropped = 0;
   for (int i = 0; i < 16; ++i) {
     ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n <= 0) break;
+    dropped += static_cast<std::size_t>(n);
+  }
+  return dropped;
+}
+
+std::size_t unsent_bytes(int fd) noexcept {
+  int n = 0;
+  return ::ioctl(fd, SIOCOUTQNSD, &n) == 0 && n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+bool drop_arrived_input(int fd) noexcept {
+  char buf[16384];
+  for (int i = 0; i < 16; ++i) {  // then the caller checks its deadline again, should it flood
+    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && errno == EINTR)) continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // else the peer is done or gone
+  }
+  return true;
+}
+
+void report_when_all_sent(int fd) noexcept {
+  int lowat = 1;
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+}
+
+void wait_until_sent(int fd, clock::time_point deadline) noexcept {
+  if (unsent_bytes(fd) == 0) return;
+  report_when_all_sent(fd);
+  for (;;) {
+    // In slices, so that the unsent count is checked again even if a wake-up is missed.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now()).count();
+    if (left <= 0) return;
+    pollfd p{fd, POLLIN | POLLOUT, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 50)));
+    if (rc < 0 && errno != EINTR) return;
+    if (rc > 0 && (p.revents & (POLLERR | POLLNVAL))) return;
+    if (rc > 0 && (p.revents & (POLLIN | POLLHUP)) && !drop_arrived_input(fd)) return;
+    if (unsent_bytes(fd) == 0) return;
   }
 }
 

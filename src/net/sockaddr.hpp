@@ -46,7 +46,24 @@ int poll_one(int fd, short events, const std::optional<clock::time_point>& deadl
 // Reads and drops what has arrived unread, up to 256 KiB, without waiting. Before closing a TLS
 // connection: a TLS 1.3 server's session tickets are typically still unread, and Linux answers
 // close() on a socket with unread data with a reset, which throws away what the send buffer still
-// holds (the end of the last write, the close_notify).
-void discard_unread_input(int fd) noexcept;
+// holds (the end of the last write, the close_notify). Returns the number of bytes dropped.
+std::size_t discard_unread_input(int fd) noexcept;
+
+// Bytes queued on a TCP socket that have not been transmitted yet (0 if unknown).
+std::size_t unsent_bytes(int fd) noexcept;
+// Reads and drops what has arrived, up to 256 KiB, without waiting. False once the peer has ended
+// its side or the connection failed (nothing more will arrive), true otherwise.
+bool drop_arrived_input(int fd) noexcept;
+// From now on the socket polls writable (POLLOUT, EPOLLOUT) only once nothing is left unsent
+// (TCP_NOTSENT_LOWAT 1); for a socket whose writing is over.
+void report_when_all_sent(int fd) noexcept;
+
+// Before closing a TLS client connection with bytes still unsent: data that arrives after close()
+// (a TLS 1.3 server's session tickets come one round trip after the handshake, so a client that
+// writes and closes at once can close first) draws a reset, and the reset throws away what was not
+// sent yet. This keeps the socket open, reading and dropping what arrives, until everything queued
+// has been transmitted, the peer has ended its side or failed, or the deadline passes. Once all is
+// transmitted a reset can no longer overtake it. Returns at once when nothing is unsent.
+void wait_until_sent(int fd, clock::time_point deadline) noexcept;
 
 }  // namespace comm::detail

@@ -75,6 +75,7 @@ class tls_engine {
   // For ssl_side::both: choose the role before the handshake.
   virtual void set_connect_state() = 0;
   virtual void set_accept_state() = 0;
+  virtual bool is_client() const noexcept = 0;  // the role chosen (false before one is)
 
   // Native handles and connection facts.
   virtual ssl_ref native() const noexcept = 0;
@@ -92,6 +93,16 @@ class tls_engine {
   // The connection object that owns this engine (for callbacks and errors); updated on move.
   ssl_connection* owner = nullptr;
 };
+
+// A TLS 1.3 client past its handshake: the server's session tickets may still be on their way (a
+// close must not let them meet a closed socket while bytes are unsent; see wait_until_sent).
+inline bool tickets_may_come(const tls_engine& e) noexcept {
+  try {
+    return e.is_client() && e.handshake_done() && e.protocol_version() == ssl_protocol_version::tls_v1_3;
+  } catch (...) {
+    return false;
+  }
+}
 
 // "TLS handshake with 127.0.0.1:443", "TLS read from 127.0.0.1:443": the start of an engine's error
 // message. Drivers pass either the bare operation ("TLS read") or one ending in its preposition.

@@ -283,16 +283,25 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
 //                     write starts, and the client's send buffer is large, so the bytes wait in it
 //                     at the close: closing over unread data must not reset the connection (Linux
 //                     then throws away what the send buffer holds).
+//   late tickets:     the same, but the peer sends its tickets only after the close: they must not
+//                     meet a closed socket (a reset) while bytes are still unsent.
+//   late, owed:       late tickets with the small send buffer: records are still owed at the close.
 namespace {
 
-void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive, bool tickets = false) {
-  comm_test::python_server peer("tls_peer.py", {tickets ? "late_sink_tickets" : "late_sink", pki().good.cert_file,
-                                                pki().good.key_file});
+enum class tickets_mode { none, unread, late, late_owed };
+
+void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
+                               tickets_mode ticket_mode = tickets_mode::none) {
+  const bool tickets = ticket_mode != tickets_mode::none;
+  const bool late = ticket_mode == tickets_mode::late || ticket_mode == tickets_mode::late_owed;
+  comm_test::python_server peer(
+      "tls_peer.py",
+      {late ? "late_tickets" : tickets ? "late_sink_tickets" : "late_sink", pki().good.cert_file, pki().good.key_file});
   const std::string data = comm_test::random_bytes(60000, 21);
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
   comm::socket_handle sock(fd);
-  int sndbuf = tickets ? 1 << 20 : 4096;
+  int sndbuf = tickets && ticket_mode != tickets_mode::late_owed ? 1 << 20 : 4096;
   ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
@@ -319,10 +328,11 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive, b
   });
   ASSERT_TRUE(w.wait([&] { return ready; }, std::chrono::seconds(10)));
   ASSERT_FALSE(failure) << what_of(failure);
-  peer.process.wait_for("^READY$");
+  peer.process.wait_for(late ? "^FLIGHT$" : "^READY$");
   if (tickets) {
     pollfd p{fd, POLLIN, 0};
-    ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the session tickets did not come";
+    if (late) ASSERT_EQ(::poll(&p, 1, 0), 0) << "the session tickets came before the close";
+    else ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the session tickets did not come";
   }
   if (keep_alive) peer.process.write_stdin("go\n");
   lt.call([&] {
@@ -346,7 +356,17 @@ TEST_P(AsyncTls, CloseRightAfterAWriteIsDoneStillDeliversItsBytes) { close_right
 
 TEST_P(AsyncTls, KeepAliveCloseRightAfterAWriteIsDoneSendsItsBytesFirst) { close_right_after_a_write(GetParam(), true); }
 
-TEST_P(AsyncTls, CloseWithSessionTicketsUnreadStillDeliversEveryByte) { close_right_after_a_write(GetParam(), false, true); }
+TEST_P(AsyncTls, CloseWithSessionTicketsUnreadStillDeliversEveryByte) {
+  close_right_after_a_write(GetParam(), false, tickets_mode::unread);
+}
+
+TEST_P(AsyncTls, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
+  close_right_after_a_write(GetParam(), false, tickets_mode::late);
+}
+
+TEST_P(AsyncTls, CloseWithRecordsOwedBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
+  close_right_after_a_write(GetParam(), false, tickets_mode::late_owed);
+}
 
 // Application data the server sends as soon as its handshake completes reaches the client's socket
 // while the client has no read active: the edge it makes is seen and passes. A read started later

@@ -14,6 +14,10 @@ usage: tls_peer.py MODE CERT KEY
                 until a line on stdin; then reads to the end and prints "GOT <n> <sha256 hex>"
   late_sink_tickets
                 the same with session tickets (two, sent right after the handshake)
+  late_tickets  small receive buffer; sends its handshake flight, then waits for a line on stdin
+                before it reads the client's Finished, so its two session tickets reach the client
+                only then; then reads to the end (close_notify or EOF) and prints
+                "GOT <n> <sha256 hex>"
 """
 import hashlib
 import socket
@@ -31,7 +35,7 @@ def main():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if mode in ("late_sink", "late_sink_tickets"):
+    if mode in ("late_sink", "late_sink_tickets", "late_tickets"):
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the connection
     if mode == "late_sink":
         ctx.num_tickets = 0  # nothing for the client to leave unread
@@ -104,6 +108,57 @@ def main():
             digest.update(data)
         print("GOT", n, digest.hexdigest(), flush=True)
         tls.close()
+    elif mode == "late_tickets":
+        # Memory BIOs, so that OpenSSL sees the client's Finished only when it is fed: on the
+        # socket, its first handshake step could read it at once and send the tickets then.
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_side=True)
+
+        def flush():
+            out = outgoing.read()
+            if out:
+                conn.sendall(out)
+
+        while not outgoing.pending:  # until the ClientHello is in and the flight made
+            data = conn.recv(65536)
+            if not data:
+                raise SystemExit("no ClientHello")
+            incoming.write(data)
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        flush()
+        print("FLIGHT", flush=True)
+        sys.stdin.readline()
+        digest = hashlib.sha256()
+        n = 0
+        handshaken = False
+        while True:
+            try:
+                if not handshaken:
+                    tls.do_handshake()  # the client's Finished; the tickets go now
+                    handshaken = True
+                    flush()
+                while True:
+                    data = tls.read(65536)
+                    if not data:  # close_notify
+                        raise ssl.SSLZeroReturnError
+                    n += len(data)
+                    digest.update(data)
+            except ssl.SSLWantReadError:
+                flush()
+                try:
+                    data = conn.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not data:
+                    break
+                incoming.write(data)
+            except ssl.SSLZeroReturnError:
+                break
+        print("GOT", n, digest.hexdigest(), flush=True)
+        conn.close()
     print("DONE", flush=True)
 
 

@@ -467,5 +467,35 @@ TEST_P(TlsStream, CloseWithSessionTicketsUnreadStillDeliversEveryByte) {
             std::to_string(data.size()) + " " + sha256_hex(data.data(), data.size()));
 }
 
+// The same when the tickets come only after close() was called: the peer holds them back until the
+// client is inside close(), with 200,000 bytes still unsent (the peer's receive buffer is small and
+// it reads nothing until then). Tickets meeting a closed socket draw a reset, which throws away the
+// unsent bytes: close() must keep the socket open, dropping what arrives, until they have left.
+TEST_P(TlsStream, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
+  comm_test::python_server peer("tls_peer.py", {"late_tickets", comm_test::pki().good.cert_file,
+                                                comm_test::pki().good.key_file});
+  open_tcp_stream_options o;
+  o.ssl_ctx = client_ctx();
+  o.handshake_timeout = 5s;
+  o.write_timeout = 5s;
+  auto s = open_tcp_stream("localhost", peer.port, o);
+  peer.process.wait_for("^FLIGHT$");
+  int big = 1 << 20;
+  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+  auto data = random_bytes(200000, 16);
+  s.write_all(data.data(), data.size());
+  pollfd p{s.native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 0), 0) << "the session tickets came before the close";
+  // close() returns at once if it leaves the unsent bytes to the kernel, or waits for them: either
+  // way the tickets go once it has had the time to get that far (the wait only bounds how late).
+  auto closed = std::async(std::launch::async, [&] { s.close(); });
+  (void)closed.wait_for(300ms);
+  peer.process.write_stdin("go\n");
+  EXPECT_EQ(peer.process.wait_for(R"(^GOT (.*)$)", 10s),
+            std::to_string(data.size()) + " " + sha256_hex(data.data(), data.size()));
+  ASSERT_EQ(closed.wait_for(10s), std::future_status::ready);
+  closed.get();
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});

@@ -53,6 +53,7 @@ class gnutls_engine final : public tls_engine {
 
   void set_connect_state() override { choose_role(ssl_side::client); }
   void set_accept_state() override { choose_role(ssl_side::server); }
+  bool is_client() const noexcept override { return session_ && side_ == ssl_side::client; }
 
   ssl_ref native() const noexcept override { return gnutls_session_ref{session_.get()}; }
   ssl_ctx_ref native_context() const noexcept override;

@@ -28,6 +28,7 @@ class openssl_engine final : public tls_engine {
   std::exception_ptr error(const std::string& operation, const std::string& peer) const override;
   void set_connect_state() override { SSL_set_connect_state(ssl_.get()); }
   void set_accept_state() override { SSL_set_accept_state(ssl_.get()); }
+  bool is_client() const noexcept override { return SSL_is_server(ssl_.get()) == 0; }
 
   ssl_ref native() const noexcept override { return ssl_pointer{ssl_.get()}; }
   ssl_ctx_ref native_context() const noexcept override { return ssl_ctx_pointer{SSL_get_SSL_CTX(ssl_.get())}; }
