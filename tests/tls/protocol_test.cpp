@@ -1,4 +1,4 @@
-// Protocol versions and ALPN against openssl s_server.
+// Protocol versions, key exchange groups and ALPN against openssl s_server.
 #include "tls/tls_test_util.hpp"
 
 namespace comm_test {
@@ -81,6 +81,17 @@ TEST_P(Protocol, CipherAndTls13SuiteChosenByOptions) {
                       trusting_client(GetParam(), [](auto& o) { o.ciphersuites = "TLS_CHACHA20_POLY1305_SHA256"; }), client_params());
   c.handshake();
   EXPECT_EQ(comm::ssl_connection_cipher(c), "TLS_CHACHA20_POLY1305_SHA256");
+}
+
+// A server that takes only P-256 gets it: from the client's second key share (GnuTLS sends X25519
+// and P-256) or by asking for it (HelloRetryRequest; OpenSSL sends X25519 alone).
+TEST_P(Protocol, ServerWithoutX25519StillCompletesTheHandshake) {
+  openssl_server server(s_server_args(pki().good, {"-tls1_3", "-groups", "P-256"}));
+  engine_connection c(connect_loopback(server.port), trusting_client(GetParam()), client_params());
+  c.handshake();
+  EXPECT_EQ(comm::ssl_connection_protocol_version(c), ssl_protocol_version::tls_v1_3);
+  c.write_all("x\n");
+  EXPECT_EQ(c.read_exact(2), "x\n");
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, Protocol, ::testing::ValuesIn(tested_implementations()),
