@@ -497,5 +497,27 @@ TEST_P(TlsStream, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
   closed.get();
 }
 
+// That wait is bounded by the write timeout: a peer that never reads does not hold close() up.
+TEST_P(TlsStream, CloseWaitsForUnsentBytesNoLongerThanTheWriteTimeout) {
+  comm_test::python_server peer("tls_peer.py", {"late_tickets", comm_test::pki().good.cert_file,
+                                                comm_test::pki().good.key_file});
+  open_tcp_stream_options o;
+  o.ssl_ctx = client_ctx();
+  o.handshake_timeout = 5s;
+  o.write_timeout = 300ms;
+  auto s = open_tcp_stream("localhost", peer.port, o);
+  peer.process.wait_for("^FLIGHT$");
+  int big = 1 << 20;
+  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+  auto data = random_bytes(200000, 17);
+  s.write_all(data.data(), data.size());
+  const auto start = std::chrono::steady_clock::now();
+  s.close();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 300ms);
+  EXPECT_LT(took, 2s);
+  peer.process.write_stdin("go\n");  // lets the peer finish
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, TlsStream, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
