@@ -32,6 +32,13 @@ using session_ptr = std::unique_ptr<SSL_SESSION, deleter<SSL_SESSION, SSL_SESSIO
 // Drains the thread's error queue: "reason; reason" (empty if none); *first = the first code.
 std::string drain_error_queue(unsigned long* first = nullptr);
 
+// SSL_get_error explains a call only if the thread's error queue was empty before it (it looks at
+// ERR_peek_error). The queue almost always is: ERR_clear_error would still walk all its 16 slots,
+// freeing two null pointers in each, on every record (3-4 % of an echo server's CPU).
+inline void empty_error_queue() noexcept {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 verify_reason reason_from_x509(long code) noexcept;
 verify_result make_verify_result(long code, bool have_certificate);
 

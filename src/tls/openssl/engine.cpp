@@ -172,14 +172,14 @@ tls_result openssl_engine::finish(int ret, bool handshaking) {
       failure_ = failure_kind::library;
     verify_code_ = SSL_get_verify_result(ssl_.get());
   }
-  ERR_clear_error();
+  empty_error_queue();
   failed_in_handshake_ = handshaking;
   return {tls_status::error, 0};
 }
 
 tls_result openssl_engine::handshake() {
   if (failure_ != failure_kind::none) return {tls_status::error, 0};
-  ERR_clear_error();
+  empty_error_queue();
   int r = SSL_do_handshake(ssl_.get());
   if (r == 1) return {tls_status::done, 0};
   return finish(r, true);
@@ -187,7 +187,7 @@ tls_result openssl_engine::handshake() {
 
 tls_result openssl_engine::read(void* data, std::size_t size) {
   if (failure_ != failure_kind::none) return {tls_status::error, 0};
-  ERR_clear_error();
+  empty_error_queue();
   const bool handshaking = !handshake_done();
   std::size_t n = 0;
   if (SSL_read_ex(ssl_.get(), data, size, &n) == 1) return {tls_status::done, n};
@@ -196,7 +196,7 @@ tls_result openssl_engine::read(void* data, std::size_t size) {
 
 tls_result openssl_engine::write(const void* data, std::size_t size) {
   if (failure_ != failure_kind::none) return {tls_status::error, 0};
-  ERR_clear_error();
+  empty_error_queue();
   const bool handshaking = !handshake_done();
   std::size_t n = 0;
   if (size == 0) return handshaking ? handshake() : tls_result{tls_status::done, 0};
@@ -216,7 +216,7 @@ tls_result openssl_engine::shutdown() {
     // is written: after a would-block write SSL_shutdown must be called again (it then writes the
     // queued alert) until the alert has left. A retry whose write blocks again answers 0, not -1
     // (the BIO reports a retry as 0), so a pending write is also read from SSL_want_write.
-    ERR_clear_error();
+    empty_error_queue();
     int r = SSL_shutdown(ssl_.get());
     if (r == 0 && SSL_want_write(ssl_.get())) {
       close_notify_queued_ = true;
@@ -232,7 +232,7 @@ tls_result openssl_engine::shutdown() {
   }
   if (!close_notify_received()) {
     // Waiting for the peer's close_notify: let SSL_shutdown read it (data before it is discarded).
-    ERR_clear_error();
+    empty_error_queue();
     int r = SSL_shutdown(ssl_.get());
     if (r == 1) return {tls_status::done, 0};
     if (r == 0) return {tls_status::want_input, 0};
