@@ -240,9 +240,10 @@ void collection_impl::run_posted() {
 
 void collection_impl::run_deferred() {
   // Only what is queued now: work that queues more (a flooded reader) yields to epoll first.
-  std::vector<std::function<void()>> work;
-  work.swap(deferred_);
-  for (auto& f : work) guarded(f);
+  // The two vectors trade places and keep their capacity, so queueing allocates no array.
+  deferred_running_.swap(deferred_);
+  for (auto& f : deferred_running_) guarded(f);
+  deferred_running_.clear();
 }
 
 void collection_impl::fire_timers() {

@@ -113,6 +113,7 @@ class collection_impl final : public wait_state_collection {
   std::unordered_map<timer_id, timer_token> public_timers_;
   timer_id next_timer_id_ = 1;
   std::vector<std::function<void()>> deferred_;
+  std::vector<std::function<void()>> deferred_running_;  // run_deferred's batch
   std::mutex posted_mutex_;
   std::vector<std::function<void()>> posted_;
   std::atomic<bool> stop_requested_{false};

@@ -72,6 +72,7 @@ class loop_transport final : public transport {
   io_result read(void* data, std::size_t size) override {
     if (left() == 0) {
       if (size >= ahead_size_) return note(input_.recv(fd_, data, size));
+      if (input_.drained) return note({0, EAGAIN});  // no buffer for a recv that is not made
       if (!ahead_) ahead_ = std::make_unique_for_overwrite<std::byte[]>(ahead_size_);
       io_result r = note(input_.recv(fd_, ahead_.get(), ahead_size_));
       if (r.error != 0 || r.bytes == 0) {

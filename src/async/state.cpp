@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "async/state.hpp"
 #include "net/sockaddr.hpp"
@@ -264,7 +265,7 @@ void state_impl::start_write(write_op op, std::optional<milliseconds> timeout) {
     return;
   }
   if (!write_) {
-    write_ = std::make_unique<write_queue>();
+    write_ = take_write_queue();
     write_->timer = coll_->no_timer();
     arm_write_timer();
   }
@@ -272,6 +273,28 @@ void state_impl::start_write(write_op op, std::optional<milliseconds> timeout) {
   write_->ops.push_back(std::move(op));
   write_->ops.back().rebind();  // deque elements stay put from here on
   schedule_drive();
+}
+
+namespace {
+thread_local std::vector<std::unique_ptr<write_queue>> spare_write_queues;
+constexpr std::size_t max_spare_write_queues = 32;
+}  // namespace
+
+std::unique_ptr<write_queue> take_write_queue() {
+  if (spare_write_queues.empty()) return std::make_unique<write_queue>();
+  auto q = std::move(spare_write_queues.back());
+  spare_write_queues.pop_back();
+  return q;
+}
+
+void recycle_write_queue(std::unique_ptr<write_queue> queue) noexcept {
+  if (!queue || !queue->ops.empty() || spare_write_queues.size() >= max_spare_write_queues) return;
+  queue->queued_bytes = 0;
+  queue->deadline = {};
+  try {
+    spare_write_queues.push_back(std::move(queue));
+  } catch (...) {  // no room to keep it: it goes
+  }
 }
 
 void state_impl::abandon_read(const char* why) noexcept {

@@ -60,6 +60,10 @@ struct write_queue {
   loop_clock::time_point deadline{};
   timer_token timer;
 };
+// Empty write queues are kept (a few per thread) for the next write: a deque allocates as it is
+// made, and a request/reply connection starts a queue for each reply.
+std::unique_ptr<write_queue> take_write_queue();
+void recycle_write_queue(std::unique_ptr<write_queue> queue) noexcept;
 
 enum class ssl_op_kind { handshake, detach };
 struct ssl_op {

@@ -355,7 +355,7 @@ bool state_impl::step_write() {
       write_->ops.pop_front();
       if (write_->ops.empty()) {
         coll_->cancel_timer(write_->timer);
-        write_.reset();  // a callback may start the next write
+        recycle_write_queue(std::move(write_));  // a callback may start the next write
       }
       write_status_ = io_status::ok;
       write_error_ = nullptr;
