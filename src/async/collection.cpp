@@ -131,7 +131,11 @@ bool collection_impl::cancel_public(timer_id id) noexcept {
   return true;
 }
 
-void collection_impl::defer(std::function<void()> function) { deferred_.push_back(std::move(function)); }
+void collection_impl::defer(std::function<void()> function) { deferred_.push_back({std::move(function), nullptr}); }
+
+void collection_impl::defer_drive(std::shared_ptr<loop_member> member) {
+  deferred_.push_back({nullptr, std::move(member)});
+}
 
 void collection_impl::post(std::function<void()> function) {
   {
@@ -242,7 +246,10 @@ void collection_impl::run_deferred() {
   // Only what is queued now: work that queues more (a flooded reader) yields to epoll first.
   // The two vectors trade places and keep their capacity, so queueing allocates no array.
   deferred_running_.swap(deferred_);
-  for (auto& f : deferred_running_) guarded(f);
+  for (auto& w : deferred_running_) {
+    if (w.drive) guarded([&] { w.drive->deferred_drive(); });
+    else guarded(w.function);
+  }
   deferred_running_.clear();
 }
 

@@ -29,6 +29,8 @@ class loop_member {
   virtual void on_events(std::uint32_t events) = 0;
   // close_wait_state_collection: close without running any callback.
   virtual void close_quietly() noexcept = 0;
+  // What defer_drive queued (an async_io_state's drive).
+  virtual void deferred_drive() {}
   std::uint32_t slot = UINT32_MAX;
 };
 
@@ -60,6 +62,9 @@ class collection_impl final : public wait_state_collection {
 
   // Runs function later in this loop iteration, before waiting again (loop thread only).
   void defer(std::function<void()> function);
+  // The same for member->deferred_drive(), in the same order, without allocating a closure
+  // (one per request/reply otherwise).
+  void defer_drive(std::shared_ptr<loop_member> member);
   void post(std::function<void()> function);  // any thread
   void report(std::exception_ptr error) noexcept;
   template <class F>
@@ -112,8 +117,12 @@ class collection_impl final : public wait_state_collection {
   timer_map timers_;
   std::unordered_map<timer_id, timer_token> public_timers_;
   timer_id next_timer_id_ = 1;
-  std::vector<std::function<void()>> deferred_;
-  std::vector<std::function<void()>> deferred_running_;  // run_deferred's batch
+  struct deferred_work {
+    std::function<void()> function;
+    std::shared_ptr<loop_member> drive;  // or, when set, its deferred_drive()
+  };
+  std::vector<deferred_work> deferred_;
+  std::vector<deferred_work> deferred_running_;  // run_deferred's batch
   std::mutex posted_mutex_;
   std::vector<std::function<void()>> posted_;
   std::atomic<bool> stop_requested_{false};

@@ -75,7 +75,7 @@ void state_impl::on_events(std::uint32_t events) {
 void state_impl::schedule_drive() {
   if (drive_scheduled_ || coll_ == nullptr) return;
   drive_scheduled_ = true;
-  coll_->defer([s = self()] { s->drive(); });
+  coll_->defer_drive(self());
 }
 
 std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {

@@ -105,6 +105,7 @@ class state_impl final : public async_io_state, public loop_member {
   std::shared_ptr<state_impl> self() { return std::static_pointer_cast<state_impl>(shared_from_this()); }
 
   void on_events(std::uint32_t events) override;
+  void deferred_drive() override { drive(); }
   // The collection is closing everything: nothing lingers.
   void close_quietly() noexcept override {
     if (lingering_) end_linger();
