@@ -179,31 +179,25 @@ int poll_one(int fd, short events, const std::optional<clock::time_point>& deadl
   }
 }
 
-std::size_t discard_unread_input(int fd) noexcept {
+dropped_input discard_unread_input(int fd) noexcept {
   char buf[16384];
-  std::size_t dropped = 0;
-  for (int i = 0; i < 16; ++i) {
+  dropped_input d;
+  for (int i = 0; i < 16; ++i) {  // then the caller checks its deadline again, should it flood
     ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    dropped += static_cast<std::size_t>(n);
+    if (n > 0) {
+      d.bytes += static_cast<std::size_t>(n);
+      continue;
+    }
+    d.ended = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+    break;
   }
-  return dropped;
+  return d;
 }
 
 std::size_t unsent_bytes(int fd) noexcept {
   int n = 0;
   return ::ioctl(fd, SIOCOUTQNSD, &n) == 0 && n > 0 ? static_cast<std::size_t>(n) : 0;
-}
-
-bool drop_arrived_input(int fd) noexcept {
-  char buf[16384];
-  for (int i = 0; i < 16; ++i) {  // then the caller checks its deadline again, should it flood
-    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0 || (n < 0 && errno == EINTR)) continue;
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // else the peer is done or gone
-  }
-  return true;
 }
 
 void report_when_all_sent(int fd) noexcept {
@@ -222,7 +216,7 @@ void wait_until_sent(int fd, clock::time_point deadline) noexcept {
     int rc = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 50)));
     if (rc < 0 && errno != EINTR) return;
     if (rc > 0 && (p.revents & (POLLERR | POLLNVAL))) return;
-    if (rc > 0 && (p.revents & (POLLIN | POLLHUP)) && !drop_arrived_input(fd)) return;
+    if (rc > 0 && (p.revents & (POLLIN | POLLHUP)) && discard_unread_input(fd).ended) return;
     if (unsent_bytes(fd) == 0) return;
   }
 }

@@ -46,14 +46,15 @@ int poll_one(int fd, short events, const std::optional<clock::time_point>& deadl
 // Reads and drops what has arrived unread, up to 256 KiB, without waiting. Before closing a TLS
 // connection: a TLS 1.3 server's session tickets are typically still unread, and Linux answers
 // close() on a socket with unread data with a reset, which throws away what the send buffer still
-// holds (the end of the last write, the close_notify). Returns the number of bytes dropped.
-std::size_t discard_unread_input(int fd) noexcept;
+// holds (the end of the last write, the close_notify).
+struct dropped_input {
+  std::size_t bytes = 0;  // how many were dropped
+  bool ended = false;     // the peer has ended its side or the connection failed: no more will come
+};
+dropped_input discard_unread_input(int fd) noexcept;
 
 // Bytes queued on a TCP socket that have not been transmitted yet (0 if unknown).
 std::size_t unsent_bytes(int fd) noexcept;
-// Reads and drops what has arrived, up to 256 KiB, without waiting. False once the peer has ended
-// its side or the connection failed (nothing more will arrive), true otherwise.
-bool drop_arrived_input(int fd) noexcept;
 // From now on the socket polls writable (POLLOUT, EPOLLOUT) only once nothing is left unsent
 // (TCP_NOTSENT_LOWAT 1); for a socket whose writing is over.
 void report_when_all_sent(int fd) noexcept;

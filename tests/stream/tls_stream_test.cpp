@@ -34,6 +34,19 @@ class TlsStream : public ::testing::TestWithParam<ssl_implementation> {
     o.trusted_file = comm_test::pki().ca_file;
     return create_ssl_client_context(o);
   }
+  // A client of a tls_peer.py sink with a 1 MiB send buffer: a large write is taken whole although
+  // the peer reads nothing yet.
+  socket_stream connect_sender(const comm_test::python_server& peer, milliseconds write_timeout) const {
+    open_tcp_stream_options o;
+    o.ssl_ctx = client_ctx();
+    o.handshake_timeout = 5s;
+    o.write_timeout = write_timeout;
+    auto s = open_tcp_stream("localhost", peer.port, o);
+    int big = 1 << 20;
+    if (::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &big, sizeof big) != 0)
+      throw std::system_error(errno, std::generic_category(), "SO_SNDBUF");
+    return s;
+  }
   attach_ssl_options server_side(std::optional<milliseconds> timeout = 5s) const {
     attach_ssl_options a;
     a.ssl_ctx = server_ctx();
@@ -449,13 +462,7 @@ TEST_P(TlsStream, WriteTimeoutsThenFlushDeliverEachTakenByteOnce) {
 TEST_P(TlsStream, CloseWithSessionTicketsUnreadStillDeliversEveryByte) {
   comm_test::python_server peer("tls_peer.py", {"late_sink_tickets", comm_test::pki().good.cert_file,
                                                 comm_test::pki().good.key_file});
-  open_tcp_stream_options o;
-  o.ssl_ctx = client_ctx();
-  o.handshake_timeout = 5s;
-  o.write_timeout = 5s;
-  auto s = open_tcp_stream("localhost", peer.port, o);
-  int big = 1 << 20;
-  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+  auto s = connect_sender(peer, 5s);
   pollfd p{s.native_handle(), POLLIN, 0};
   ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the session tickets did not come";
   auto data = random_bytes(200000, 15);
@@ -474,14 +481,8 @@ TEST_P(TlsStream, CloseWithSessionTicketsUnreadStillDeliversEveryByte) {
 TEST_P(TlsStream, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
   comm_test::python_server peer("tls_peer.py", {"late_tickets", comm_test::pki().good.cert_file,
                                                 comm_test::pki().good.key_file});
-  open_tcp_stream_options o;
-  o.ssl_ctx = client_ctx();
-  o.handshake_timeout = 5s;
-  o.write_timeout = 5s;
-  auto s = open_tcp_stream("localhost", peer.port, o);
+  auto s = connect_sender(peer, 5s);
   peer.process.wait_for("^FLIGHT$");
-  int big = 1 << 20;
-  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
   auto data = random_bytes(200000, 16);
   s.write_all(data.data(), data.size());
   pollfd p{s.native_handle(), POLLIN, 0};
@@ -501,14 +502,8 @@ TEST_P(TlsStream, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
 TEST_P(TlsStream, CloseWaitsForUnsentBytesNoLongerThanTheWriteTimeout) {
   comm_test::python_server peer("tls_peer.py", {"late_tickets", comm_test::pki().good.cert_file,
                                                 comm_test::pki().good.key_file});
-  open_tcp_stream_options o;
-  o.ssl_ctx = client_ctx();
-  o.handshake_timeout = 5s;
-  o.write_timeout = 300ms;
-  auto s = open_tcp_stream("localhost", peer.port, o);
+  auto s = connect_sender(peer, 300ms);
   peer.process.wait_for("^FLIGHT$");
-  int big = 1 << 20;
-  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
   auto data = random_bytes(200000, 17);
   s.write_all(data.data(), data.size());
   const auto start = std::chrono::steady_clock::now();
