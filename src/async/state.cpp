@@ -107,15 +107,7 @@ std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
   else if (may_linger && start_linger(*c)) return buffered();
   else if (!may_linger && tls_ && tls_->engine) (void)tls_->transport.flush();
   const bool was_tls = tls_ && tls_->engine;
-  if (may_linger && !keep_alive && tickets_may_come()) {
-    lingering_ = true;
-    linger_coll_ = c;
-    linger_timer_ = c->no_timer();
-    linger_deadline_ = loop_clock::now() + output_bound();
-    if (begin_unsent_wait()) return buffered();
-    lingering_ = false;
-    linger_coll_ = nullptr;
-  }
+  if (may_linger && !keep_alive && tickets_may_come() && begin_linger(*c, false)) return buffered();
   drop_tls();
   c->remove(*this, sock_.get());
   if (!keep_alive) close_socket(was_tls);
@@ -131,14 +123,20 @@ void state_impl::close_socket(bool was_tls) noexcept {
 bool state_impl::start_linger(collection_impl& c) noexcept {
   if (!tls_ || !tls_->engine || tls_->transport.pending_output() == 0) return false;
   if (!tls_->transport.flush().would_block()) return false;  // all left, or cannot leave
+  return begin_linger(c, true);
+}
+
+// The socket stays registered, closed for the user: waiting for owed records first, or (owed
+// false) straight for the unsent bytes. False, with the linger undone: close now.
+bool state_impl::begin_linger(collection_impl& c, bool owed) noexcept {
   lingering_ = true;
   linger_coll_ = &c;
   linger_tickets_ = tickets_may_come();
   linger_unsent_ = false;
   linger_timer_ = c.no_timer();
   linger_deadline_ = loop_clock::now() + output_bound();
-  if (arm_linger_timer()) return true;
-  lingering_ = false;
+  if (owed ? arm_linger_timer() : begin_unsent_wait()) return true;
+  lingering_ = linger_unsent_ = false;
   linger_coll_ = nullptr;
   return false;
 }

@@ -186,6 +186,7 @@ class state_impl final : public async_io_state, public loop_member {
   // unsent bytes: it stays registered, dropping what arrives, until all is transmitted (see
   // wait_until_sent), within the same bound.
   bool start_linger(collection_impl& c) noexcept;
+  bool begin_linger(collection_impl& c, bool owed) noexcept;
   bool tickets_may_come() const noexcept;
   bool begin_unsent_wait() noexcept;
   bool arm_linger_timer() noexcept;
