@@ -1,8 +1,10 @@
 // TLS on async states, for every tested implementation: echo at scale, handshake timeouts,
 // verification failures, STARTTLS and back, independent peers (openssl s_client / s_server,
 // Python ssl), and a hostile mix that must not disturb good clients.
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "echo_helpers.hpp"
@@ -286,14 +288,19 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
 //   late tickets:     the same, but the peer sends its tickets only after the close: they must not
 //                     meet a closed socket (a reset) while bytes are still unsent.
 //   late, owed:       late tickets with the small send buffer: records are still owed at the close.
+//   late, owed, then unsent:
+//                     the same, but the send buffer grows after the close, so that every owed record
+//                     reaches the kernel while the tickets are still to come: the linger must go on
+//                     to wait for the unsent bytes, not close the socket under them.
 namespace {
 
-enum class tickets_mode { none, unread, late, late_owed };
+enum class tickets_mode { none, unread, late, late_owed, late_owed_then_unsent };
 
 void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
                                tickets_mode ticket_mode = tickets_mode::none) {
   const bool tickets = ticket_mode != tickets_mode::none;
-  const bool late = ticket_mode == tickets_mode::late || ticket_mode == tickets_mode::late_owed;
+  const bool owed = ticket_mode == tickets_mode::late_owed || ticket_mode == tickets_mode::late_owed_then_unsent;
+  const bool late = ticket_mode == tickets_mode::late || owed;
   comm_test::python_server peer(
       "tls_peer.py",
       {late ? "late_tickets" : tickets ? "late_sink_tickets" : "late_sink", pki().good.cert_file, pki().good.key_file});
@@ -301,7 +308,7 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
   comm::socket_handle sock(fd);
-  int sndbuf = tickets && ticket_mode != tickets_mode::late_owed ? 1 << 20 : 4096;
+  int sndbuf = tickets && !owed ? 1 << 20 : 4096;
   ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
@@ -345,6 +352,21 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
   });
   ASSERT_TRUE(w.wait([&] { return closed; }, std::chrono::seconds(10)));
   EXPECT_EQ(written, data.size());
+  if (ticket_mode == tickets_mode::late_owed_then_unsent) {
+    // Records are owed: the 4 KiB send buffer and the peer's 4 KiB receive buffer hold far less
+    // than 60,000 bytes. Growing the send buffer wakes the socket (EPOLLOUT): the loop hands every
+    // owed record to the kernel in one step, then finds the bytes unsent (the peer reads nothing).
+    int queued = 0;
+    ASSERT_EQ(::ioctl(fd, SIOCOUTQ, &queued), 0);
+    ASSERT_LT(queued, 30000) << "no records were owed at the close";
+    const int big = 1 << 20;
+    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+    lt.call([] { return 0; });  // the edge was there before this call: the loop has handled it
+    lt.call([] { return 0; });
+    queued = 0;
+    EXPECT_EQ(::ioctl(fd, SIOCOUTQ, &queued), 0) << "the socket was closed with its records just sent";
+    EXPECT_GT(queued, 40000) << "the owed records did not reach the kernel";
+  }
   if (!keep_alive) peer.process.write_stdin("go\n");
   EXPECT_EQ(peer.process.wait_for(R"(^GOT (.*)$)", std::chrono::seconds(10)),
             std::to_string(data.size()) + " " + comm_test::sha256(data));
@@ -366,6 +388,10 @@ TEST_P(AsyncTls, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
 
 TEST_P(AsyncTls, CloseWithRecordsOwedBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
   close_right_after_a_write(GetParam(), false, tickets_mode::late_owed);
+}
+
+TEST_P(AsyncTls, CloseWhoseOwedRecordsLeaveBeforeTheSessionTicketsStillDeliversEveryByte) {
+  close_right_after_a_write(GetParam(), false, tickets_mode::late_owed_then_unsent);
 }
 
 // Application data the server sends as soon as its handshake completes reaches the client's socket
