@@ -1,4 +1,4 @@
-// Bounded hostile-load soak against a TLS start_up_server, a plain start_up_server and a TLS async
+// Bounded hostile-load soak, for each TLS implementation, against a TLS start_up_server, a plain start_up_server and a TLS async
 // acceptor, all on 127.0.0.1: well-behaved clients (plain and TLS, sha256-checked echoes) run while
 // hostile ones send garbage instead of a ClientHello, dribble a ClientHello byte by byte, stall
 // after it, reset mid-handshake and mid-record, send oversized records, ask a TLS 1.2 connection
@@ -29,6 +29,7 @@
 #include "comm/async.hpp"
 #include "comm/stream.hpp"
 #include "comm/tls.hpp"
+#include "peers/implementations.hpp"
 #include "peers/test_data.hpp"
 #include "tls/engine.hpp"
 
@@ -69,8 +70,9 @@ const comm::demo_credentials& creds() {
   return c;
 }
 
-comm::ssl_abstract_context server_ctx() {
+comm::ssl_abstract_context server_ctx(comm::ssl_implementation impl) {
   comm::ssl_context_options o;
+  o.implementation = impl;
   o.cert_pem = creds().cert_pem;
   o.key_pem = creds().key_pem;
   return comm::create_ssl_server_context(std::move(o));
@@ -330,14 +332,14 @@ struct async_echo {
   std::atomic<int> ssl_errors{0};
   std::uint16_t port = 0;
 
-  explicit async_echo(std::chrono::milliseconds handshake_timeout) {
+  async_echo(comm::ssl_implementation impl, std::chrono::milliseconds handshake_timeout) {
     loop = comm::create_and_run_wait_state_collection("soak");
     std::promise<std::uint16_t> ready;
     comm::apply_in_wait_state_collection_process(*loop, [&] {
       comm::accept_options o;
       o.address = "127.0.0.1";
       o.queue_output = true;
-      o.ssl_ctx = server_ctx();
+      o.ssl_ctx = server_ctx(impl);
       o.handshake_timeout = handshake_timeout;
       o.read_timeout = 30s;
       o.ssl_error_callback = [this](std::exception_ptr, std::optional<comm::endpoint>) { ++ssl_errors; };
@@ -386,7 +388,11 @@ int soak_seconds() {
   return v ? std::atoi(v) : 0;
 }
 
-TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
+// The servers run on each implementation; the clients (good, hostile and renegotiating) stay on
+// OpenSSL, whose TLS 1.2 client can be made to ask for renegotiation.
+class Soak : public ::testing::TestWithParam<comm::ssl_implementation> {};
+
+TEST_P(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   const std::string hello = client_hello();
   ASSERT_GT(hello.size(), 100u);
   const auto handshake_timeout = 1500ms;  // short so stalled clients are cut within the test
@@ -407,7 +413,7 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   {
     comm::server_options so;
     so.address = "127.0.0.1";
-    so.ssl_ctx = server_ctx();
+    so.ssl_ctx = server_ctx(GetParam());
     so.handshake_timeout = handshake_timeout;
     so.stream.read_timeout = 30s;
     so.stream.write_timeout = 30s;
@@ -419,7 +425,7 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
     po.stream.read_timeout = 30s;
     po.handler_error_callback = [&](std::exception_ptr) { ++handler_errors; };
     comm::server plain_server = comm::start_up_server(echo_handler, po);
-    async_echo async(handshake_timeout);
+    async_echo async(GetParam(), handshake_timeout);
 
     do {
       std::vector<std::thread> threads;
@@ -481,5 +487,8 @@ TEST(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   EXPECT_LT(rss1 - rss0, 32 * 1024) << "RSS grew by more than 32 MiB after the first round";
 #endif
 }
+
+INSTANTIATE_TEST_SUITE_P(Implementations, Soak, ::testing::ValuesIn(comm_test::tested_implementations()),
+                         comm_test::implementation_name{});
 
 }  // namespace
