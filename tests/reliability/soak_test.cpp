@@ -1,9 +1,10 @@
-// Bounded hostile-load soak, for each TLS implementation, against a TLS start_up_server, a plain start_up_server and a TLS async
-// acceptor, all on 127.0.0.1: well-behaved clients (plain and TLS, sha256-checked echoes) run while
-// hostile ones send garbage instead of a ClientHello, dribble a ClientHello byte by byte, stall
-// after it, reset mid-handshake and mid-record, send oversized records, ask a TLS 1.2 connection
-// to renegotiate, and connect-and-close by the thousand. Pass: every good byte echoed, every hostile connection ended by the server within
-// its bound, descriptors and threads back to their start values, RSS back within a bound.
+// Bounded hostile-load soak, for each TLS implementation, against a TLS start_up_server, a plain
+// start_up_server and a TLS async acceptor, all on 127.0.0.1: well-behaved clients (plain and TLS,
+// sha256-checked echoes) run while hostile ones send garbage instead of a ClientHello, dribble a
+// ClientHello byte by byte, stall after it, reset mid-handshake and mid-record, send oversized
+// records, ask a TLS 1.2 connection to renegotiate, and connect-and-close by the thousand. Pass:
+// every good byte echoed, every hostile connection ended by the server within its bound,
+// descriptors and threads back to their start values, RSS back within a bound.
 // COMM_SOAK_SECONDS=N repeats the rounds for about N seconds (default: two rounds, well under 60 s;
 // the RSS baseline is taken after the first, and checked after the servers stopped).
 #include <gtest/gtest.h>
