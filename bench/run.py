@@ -256,7 +256,8 @@ def main():
             if args.only and args.only not in w["name"]:
                 continue
             if "derive" in w:
-                results.append(w["derive"]())
+                derived = w["derive"]()
+                results.extend(derived if isinstance(derived, list) else [derived])
                 continue
             log(f"{w['name']}")
             sides = run_workload(w, binaries, certs, w.get("runs", max(runs, w.get("min_runs", 0))))
