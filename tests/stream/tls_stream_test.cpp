@@ -1,4 +1,5 @@
 // TLS as a property of a live socket_stream: STARTTLS and back, handshake limits, servers, moves.
+#include <linux/sockios.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -398,6 +399,11 @@ TEST_P(TlsStream, HeldRequestLeavesWhenItsReplyIsAwaited) {
 // prefix of the first stream, then a prefix of the second, then what came after.
 TEST_P(TlsStream, WriteTimeoutsThenFlushDeliverEachTakenByteOnce) {
   auto [client, server] = tls_pair({.read_timeout = 5s, .write_timeout = 100ms});
+  // Fixed buffers: left to autotuning, the send buffer can grow between the two writes (as late
+  // acknowledgements come in), and the second write then finds room instead of timing out.
+  const int buffer = 256 * 1024;
+  ASSERT_EQ(::setsockopt(client.native_handle(), SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer), 0);
+  ASSERT_EQ(::setsockopt(server.native_handle(), SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer), 0);
   auto first = [](std::size_t i) { return static_cast<char>(((i * 2654435761u) >> 13) & 0x7f); };
   auto second = [](std::size_t i) { return static_cast<char>(((i * 40503u) >> 7) | 0x80); };
   const std::size_t chunk = 256 * 1024;
