@@ -116,7 +116,7 @@ std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
 
 // Under TLS, what arrived unread (session tickets) goes first: see discard_unread_input.
 void state_impl::close_socket(bool was_tls) noexcept {
-  if (was_tls && sock_) discard_unread_input(sock_.get());
+  if (was_tls && sock_) discard_unread_input(sock_.get(), close_drain_limit);
   sock_.reset();
 }
 
@@ -132,6 +132,7 @@ bool state_impl::begin_linger(collection_impl& c, bool owed) noexcept {
   lingering_ = true;
   linger_coll_ = &c;
   linger_tickets_ = tickets_may_come();
+  linger_input_ = false;
   linger_unsent_ = false;
   linger_timer_ = c.no_timer();
   linger_deadline_ = loop_clock::now() + output_bound();
@@ -145,12 +146,12 @@ bool state_impl::tickets_may_come() const noexcept {
   return tls_ && tls_->engine && detail::tickets_may_come(*tls_->engine);
 }
 
-// The TLS work is over; if nothing arrived unread (then the tickets came) and bytes are still
-// unsent, the socket stays registered until they have been transmitted. False: close now.
+// The TLS work is over; while bytes are still unsent (and the peer has not ended), the socket stays
+// registered until they have been transmitted, dropping what arrives. False: close now.
 bool state_impl::begin_unsent_wait() noexcept {
   drop_tls();
   const int fd = sock_.get();
-  if (discard_unread_input(fd).bytes > 0 || unsent_bytes(fd) == 0) return false;
+  if (discard_unread_input(fd).ended || unsent_bytes(fd) == 0) return false;
   report_when_all_sent(fd);
   linger_unsent_ = true;
   linger_coll_->modify(*this, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, false);  // an edge under the new rule
@@ -185,9 +186,10 @@ void state_impl::linger_step() noexcept {
     if (discard_unread_input(sock_.get()).ended || unsent_bytes(sock_.get()) == 0) end_linger();
     return;
   }
+  if (discard_unread_input(sock_.get()).bytes > 0) linger_input_ = true;
   io_result f = tls_->transport.flush();
   if (f.would_block()) return;
-  if (f.error == 0 && linger_tickets_ && begin_unsent_wait()) return;
+  if (f.error == 0 && (linger_tickets_ || linger_input_) && begin_unsent_wait()) return;
   end_linger();
 }
 

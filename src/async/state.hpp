@@ -180,11 +180,12 @@ class state_impl final : public async_io_state, public loop_member {
   bool may_write_behind() const noexcept;
   void send_owed() noexcept;
   // close() while done writes' records still wait for room: the socket stays registered (closed
-  // for the user) until they left, an error, or the write timeout (10 s without one).
+  // for the user) until they left, an error, or the write timeout (10 s without one). Meanwhile
+  // what arrives is dropped: a peer that writes before it reads would otherwise never read.
   // Then, for a TLS 1.3 client whose bytes are not all transmitted, the server's session tickets
-  // may still come, and meeting a closed socket they would draw a reset that throws away the
-  // unsent bytes: it stays registered, dropping what arrives, until all is transmitted (see
-  // wait_until_sent), within the same bound.
+  // may still come, and so may more from a peer that was seen writing; meeting a closed socket
+  // they would draw a reset that throws away the unsent bytes: it stays registered, dropping what
+  // arrives, until all is transmitted (see wait_until_sent), within the same bound.
   bool start_linger(collection_impl& c) noexcept;
   bool begin_linger(collection_impl& c, bool owed) noexcept;
   bool tickets_may_come() const noexcept;
@@ -201,6 +202,7 @@ class state_impl final : public async_io_state, public loop_member {
   std::exception_ptr owed_error_;  // sending what done writes left failed: every later write fails
   bool lingering_ = false;
   bool linger_tickets_ = false;  // tickets_may_come() when the linger began
+  bool linger_input_ = false;    // something arrived (and was dropped) while lingering
   bool linger_unsent_ = false;   // waiting for the unsent bytes (begin_unsent_wait)
   collection_impl* linger_coll_ = nullptr;
   timer_token linger_timer_{};

@@ -179,10 +179,10 @@ int poll_one(int fd, short events, const std::optional<clock::time_point>& deadl
   }
 }
 
-dropped_input discard_unread_input(int fd) noexcept {
+dropped_input discard_unread_input(int fd, std::size_t limit) noexcept {
   char buf[16384];
   dropped_input d;
-  for (int i = 0; i < 16; ++i) {  // then the caller checks its deadline again, should it flood
+  while (d.bytes < limit) {  // then the caller checks its deadline again, should it flood
     ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n > 0) {

@@ -43,15 +43,17 @@ inline std::optional<clock::time_point> deadline_after(std::optional<millisecond
 // -1 with errno on failure (EINTR is retried with the remaining time).
 int poll_one(int fd, short events, const std::optional<clock::time_point>& deadline) noexcept;
 
-// Reads and drops what has arrived unread, up to 256 KiB, without waiting. Before closing a TLS
-// connection: a TLS 1.3 server's session tickets are typically still unread, and Linux answers
-// close() on a socket with unread data with a reset, which throws away what the send buffer still
-// holds (the end of the last write, the close_notify).
+// Reads and drops what has arrived unread, up to `limit` bytes (at least), without waiting. Before
+// closing a TLS connection: a TLS 1.3 server's session tickets are typically still unread, and
+// Linux answers close() on a socket with unread data with a reset, which throws away what the send
+// buffer still holds (the end of the last write, the close_notify). Right before the close, pass
+// close_drain_limit: everything queued must go, and a receive buffer can hold megabytes.
 struct dropped_input {
   std::size_t bytes = 0;  // how many were dropped
   bool ended = false;     // the peer has ended its side or the connection failed: no more will come
 };
-dropped_input discard_unread_input(int fd) noexcept;
+inline constexpr std::size_t close_drain_limit = std::size_t{16} << 20;
+dropped_input discard_unread_input(int fd, std::size_t limit = 256 * 1024) noexcept;
 
 // Bytes queued on a TCP socket that have not been transmitted yet (0 if unknown).
 std::size_t unsent_bytes(int fd) noexcept;

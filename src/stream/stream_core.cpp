@@ -463,7 +463,7 @@ void stream_core::close() {
     // If something arrived unread, the tickets have come; if not, they may still (wait_until_sent).
     const bool tickets_pending = !output_shut && !flush_error && tickets_may_come(*engine);
     drop_engine();
-    if (discard_unread_input(socket_.get()).bytes == 0 && tickets_pending)
+    if (discard_unread_input(socket_.get(), close_drain_limit).bytes == 0 && tickets_pending)
       wait_until_sent(socket_.get(), clock::now() + options.write_timeout.value_or(std::chrono::seconds(10)));
   }
   discard_buffers();

@@ -285,6 +285,8 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
 //                     write starts, and the client's send buffer is large, so the bytes wait in it
 //                     at the close: closing over unread data must not reset the connection (Linux
 //                     then throws away what the send buffer holds).
+//   unread, then data: the same, and after the close the peer sends a line before it reads: the
+//                     close must wait (dropping the line) until its bytes are transmitted.
 //   late tickets:     the same, but the peer sends its tickets only after the close: they must not
 //                     meet a closed socket (a reset) while bytes are still unsent.
 //   late, owed:       late tickets with the small send buffer: records are still owed at the close.
@@ -292,24 +294,37 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
 //                     the same, but the send buffer grows after the close, so that every owed record
 //                     reaches the kernel while the tickets are still to come: the linger must go on
 //                     to wait for the unsent bytes, not close the socket under them.
+//   flood:            the peer writes 1 MiB before it reads anything, the client's receive buffer
+//                     is small, and records are owed at the close: the linger must drop what
+//                     arrives, or neither side ever reads.
 namespace {
 
-enum class tickets_mode { none, unread, late, late_owed, late_owed_then_unsent };
+enum class tickets_mode { none, unread, unread_then_data, late, late_owed, late_owed_then_unsent, flood };
 
 void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
                                tickets_mode ticket_mode = tickets_mode::none) {
-  const bool tickets = ticket_mode != tickets_mode::none;
+  const bool tickets = ticket_mode != tickets_mode::none && ticket_mode != tickets_mode::flood;
   const bool owed = ticket_mode == tickets_mode::late_owed || ticket_mode == tickets_mode::late_owed_then_unsent;
   const bool late = ticket_mode == tickets_mode::late || owed;
+  const bool flood = ticket_mode == tickets_mode::flood;
   comm_test::python_server peer(
       "tls_peer.py",
-      {late ? "late_tickets" : tickets ? "late_sink_tickets" : "late_sink", pki().good.cert_file, pki().good.key_file});
+      {flood                                         ? "flood_sink"
+       : late                                        ? "late_tickets"
+       : ticket_mode == tickets_mode::unread_then_data ? "late_sink_talk"
+       : tickets                                     ? "late_sink_tickets"
+                                                     : "late_sink",
+       pki().good.cert_file, pki().good.key_file});
   const std::string data = comm_test::random_bytes(60000, 21);
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
   comm::socket_handle sock(fd);
   int sndbuf = tickets && !owed ? 1 << 20 : 4096;
   ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+  if (flood) {
+    const int rcvbuf = 4096;
+    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+  }
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(peer.port)));
@@ -324,6 +339,7 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
   std::shared_ptr<comm::async_io_state> state;
   lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(sock))] {
     state = comm::create_async_io_state(*lt, std::move(*s));
+    if (flood) state->set_write_timeout(std::chrono::seconds(3));  // bounds the linger, should it wait in vain
     comm::attach_ssl_options co;
     co.ssl_ctx = client_ctx(impl);
     co.ssl_side = comm::ssl_side::client;
@@ -367,7 +383,11 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
     EXPECT_EQ(::ioctl(fd, SIOCOUTQ, &queued), 0) << "the socket was closed with its records just sent";
     EXPECT_GT(queued, 40000) << "the owed records did not reach the kernel";
   }
-  if (!keep_alive) peer.process.write_stdin("go\n");
+  if (flood) {
+    EXPECT_EQ(peer.process.wait_for(R"(^SENT (.*)$)", std::chrono::seconds(10)), std::to_string(1 << 20));
+  } else if (!keep_alive) {
+    peer.process.write_stdin("go\n");
+  }
   EXPECT_EQ(peer.process.wait_for(R"(^GOT (.*)$)", std::chrono::seconds(10)),
             std::to_string(data.size()) + " " + comm_test::sha256(data));
 }
@@ -382,6 +402,10 @@ TEST_P(AsyncTls, CloseWithSessionTicketsUnreadStillDeliversEveryByte) {
   close_right_after_a_write(GetParam(), false, tickets_mode::unread);
 }
 
+TEST_P(AsyncTls, CloseWithSessionTicketsUnreadAndMoreToComeStillDeliversEveryByte) {
+  close_right_after_a_write(GetParam(), false, tickets_mode::unread_then_data);
+}
+
 TEST_P(AsyncTls, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
   close_right_after_a_write(GetParam(), false, tickets_mode::late);
 }
@@ -392,6 +416,10 @@ TEST_P(AsyncTls, CloseWithRecordsOwedBeforeTheSessionTicketsArriveStillDeliversE
 
 TEST_P(AsyncTls, CloseWhoseOwedRecordsLeaveBeforeTheSessionTicketsStillDeliversEveryByte) {
   close_right_after_a_write(GetParam(), false, tickets_mode::late_owed_then_unsent);
+}
+
+TEST_P(AsyncTls, CloseWithRecordsOwedToAPeerThatWritesFirstStillDeliversEveryByte) {
+  close_right_after_a_write(GetParam(), false, tickets_mode::flood);
 }
 
 // Application data the server sends as soon as its handshake completes reaches the client's socket

@@ -14,6 +14,14 @@ usage: tls_peer.py MODE CERT KEY
                 until a line on stdin; then reads to the end and prints "GOT <n> <sha256 hex>"
   late_sink_tickets
                 the same with session tickets (two, sent right after the handshake)
+  late_sink_talk
+                late_sink_tickets, but after the line on stdin it first sends "more\n", then reads
+  flood_sink    small receive and send buffers; TLS handshake, "READY", then writes 1 MiB before it reads
+                anything, prints "SENT <n>" (n < 1 MiB if the client ended the connection first),
+                then reads to the end and prints "GOT <n> <sha256 hex>"
+  flood_late_sink
+                small receive buffer; TLS handshake, "READY"; on a line on stdin writes 1 MiB and
+                prints "SENT <n>"; on a second line reads to the end and prints "GOT <n> <sha256 hex>"
   late_tickets  small receive buffer; sends its handshake flight, then waits for a line on stdin
                 before it reads the client's Finished, so its two session tickets reach the client
                 only then; then reads to the end (close_notify or EOF) and prints
@@ -35,8 +43,10 @@ def main():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if mode in ("late_sink", "late_sink_tickets", "late_tickets"):
+    if mode in ("late_sink", "late_sink_tickets", "late_sink_talk", "late_tickets", "flood_sink", "flood_late_sink"):
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the connection
+    if mode == "flood_sink":  # so that its writes wait for the client to read, not in its buffer
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     if mode == "late_sink":
         ctx.num_tickets = 0  # nothing for the client to leave unread
     listener.bind(("127.0.0.1", 0))
@@ -94,10 +104,12 @@ def main():
                 break
         f.close()
         tls.unwrap().close()
-    elif mode in ("late_sink", "late_sink_tickets"):
+    elif mode in ("late_sink", "late_sink_tickets", "late_sink_talk"):
         tls = ctx.wrap_socket(conn, server_side=True)
         print("READY", flush=True)
         sys.stdin.readline()
+        if mode == "late_sink_talk":
+            tls.sendall(b"more\n")
         digest = hashlib.sha256()
         n = 0
         while True:
@@ -108,6 +120,34 @@ def main():
             digest.update(data)
         print("GOT", n, digest.hexdigest(), flush=True)
         tls.close()
+    elif mode in ("flood_sink", "flood_late_sink"):
+        tls = ctx.wrap_socket(conn, server_side=True)
+        print("READY", flush=True)
+        if mode == "flood_late_sink":
+            sys.stdin.readline()
+        sent = 0
+        block = b"x" * 16384
+        try:
+            while sent < 1 << 20:
+                sent += tls.send(block)
+        except (OSError, ssl.SSLError):
+            pass
+        print("SENT", sent, flush=True)
+        if mode == "flood_late_sink":
+            sys.stdin.readline()
+        digest = hashlib.sha256()
+        n = 0
+        try:
+            while True:
+                data = tls.recv(65536)
+                if not data:
+                    break
+                n += len(data)
+                digest.update(data)
+        except (OSError, ssl.SSLError):
+            pass
+        print("GOT", n, digest.hexdigest(), flush=True)
+        conn.close()
     elif mode == "late_tickets":
         # Memory BIOs, so that OpenSSL sees the client's Finished only when it is fed: on the
         # socket, its first handshake step could read it at once and send the tickets then.

@@ -504,6 +504,37 @@ TEST_P(TlsStream, CloseBeforeTheSessionTicketsArriveStillDeliversEveryByte) {
   closed.get();
 }
 
+// close() drops what arrived unread, all of it: a receive buffer can hold megabytes, and one byte
+// left unread turns the close into a reset that throws away the unsent bytes. Here 1 MiB of the
+// peer's data waits unread (behind the session tickets) and 200,000 bytes wait unsent.
+TEST_P(TlsStream, CloseOverAMebibyteUnreadStillDeliversEveryByte) {
+  comm_test::python_server peer("tls_peer.py", {"flood_late_sink", comm_test::pki().good.cert_file,
+                                                comm_test::pki().good.key_file});
+  auto s = connect_sender(peer, 5s);
+  int big = 4 << 20;
+  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVBUF, &big, sizeof big), 0);
+  peer.process.wait_for("^READY$");
+  peer.process.write_stdin("flood\n");
+  ASSERT_EQ(peer.process.wait_for(R"(^SENT (.*)$)", 10s), std::to_string(1 << 20));
+  // Its last segments may still be on their way (the window opens as they come): the close must
+  // find them all here, so wait until 1 MiB and the record headers (22 bytes per 16 KiB) are in.
+  const int expected = (1 << 20) + 64 * 22;
+  int unread = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (::ioctl(s.native_handle(), SIOCINQ, &unread) == 0 && unread < expected &&
+         std::chrono::steady_clock::now() < deadline) {
+    pollfd idle{-1, 0, 0};
+    ::poll(&idle, 1, 5);
+  }
+  ASSERT_GE(unread, expected) << "the peer's data has not all arrived";
+  auto data = random_bytes(200000, 18);
+  s.write_all(data.data(), data.size());
+  s.close();
+  peer.process.write_stdin("go\n");
+  EXPECT_EQ(peer.process.wait_for(R"(^GOT (.*)$)", 10s),
+            std::to_string(data.size()) + " " + sha256_hex(data.data(), data.size()));
+}
+
 // That wait is bounded by the write timeout: a peer that never reads does not hold close() up.
 TEST_P(TlsStream, CloseWaitsForUnsentBytesNoLongerThanTheWriteTimeout) {
   comm_test::python_server peer("tls_peer.py", {"late_tickets", comm_test::pki().good.cert_file,
