@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include "comm/stream.hpp"
 #include "echo_helpers.hpp"
 #include "peers/certificates.hpp"
 #include "peers/implementations.hpp"
@@ -420,6 +421,73 @@ TEST_P(AsyncTls, CloseWhoseOwedRecordsLeaveBeforeTheSessionTicketsStillDeliversE
 
 TEST_P(AsyncTls, CloseWithRecordsOwedToAPeerThatWritesFirstStillDeliversEveryByte) {
   close_right_after_a_write(GetParam(), false, tickets_mode::flood);
+}
+
+// A TLS server state closing over more unread input than one read round (1 MiB from a client that
+// writes first), with 200,000 bytes still unsent: everything unread must go before the socket
+// closes, or the close is a reset and the client never gets those bytes. (A server expects no
+// tickets, so this close does not linger: it drops what is there and closes.)
+TEST_P(AsyncTls, ServerCloseOverAMebibyteUnreadStillDeliversEveryByte) {
+  loop_thread lt("unread close");
+  waiter w;
+  auto [a, b] = tcp_pair();
+  const int server_fd = b.get();
+  const int big = 4 << 20;
+  ASSERT_EQ(::setsockopt(server_fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big), 0);
+  ASSERT_EQ(::setsockopt(server_fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+  std::shared_ptr<comm::async_io_state> server;
+  bool server_ready = false, closed = false;
+  std::exception_ptr failure;
+  lt.call([&, b = std::make_shared<comm::socket_handle>(std::move(b))] {
+    server = comm::create_async_io_state(*lt, std::move(*b));
+    comm::attach_ssl_options so;
+    so.ssl_ctx = server_ctx(GetParam());
+    so.ssl_side = comm::ssl_side::server;
+    comm::async_io_state_attach_ssl(*server, std::move(so), [&](comm::async_io_state&, std::exception_ptr e) {
+      w.notify([&] { failure = e, server_ready = true; });
+    });
+    return 0;
+  });
+  comm::socket_stream client(std::move(a), {.read_timeout = 5s, .write_timeout = 5s});
+  comm::attach_ssl_options co;
+  co.ssl_ctx = client_ctx(GetParam());
+  co.ssl_side = comm::ssl_side::client;
+  co.tlsext_host_name = "localhost";
+  co.handshake_timeout = 5s;
+  comm::attach_ssl(client, std::move(co));
+  ASSERT_TRUE(w.wait([&] { return server_ready; }));
+  ASSERT_FALSE(failure) << what_of(failure);
+
+  const std::string flood(1 << 20, 'x');
+  client.write_all(flood);
+  client.flush();
+  const int expected = (1 << 20) + 64 * 22;  // and the records' headers and tags
+  int unread = 0;
+  const auto deadline = clock::now() + 5s;
+  while (::ioctl(server_fd, SIOCINQ, &unread) == 0 && unread < expected && clock::now() < deadline) {
+    pollfd idle{-1, 0, 0};
+    ::poll(&idle, 1, 5);
+  }
+  ASSERT_GE(unread, expected) << "the client's data has not all arrived";
+
+  const std::string data = comm_test::random_bytes(200000, 23);
+  lt.call([&] {
+    comm::async_io_state_write_buffer(*server, data, [&](comm::async_io_state& st, std::size_t) {
+      comm::close_async_io_state(st);
+      w.notify([&] { closed = true; });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return closed; }));
+  std::string got;
+  try {
+    char buf[65536];
+    while (std::size_t n = client.read_some(buf, sizeof buf)) got.append(buf, n);
+  } catch (const comm::socket_error&) {
+    // the end without a close_notify (the async close sends none), or a reset
+  }
+  EXPECT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == data) << "the bytes differ";
 }
 
 // Application data the server sends as soon as its handshake completes reaches the client's socket
