@@ -56,6 +56,19 @@ int count_dir(const char* path) {
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
   return n;
 }
+
+// The process's thread count once it is at most `target`, or the count after 5 s. A joined thread
+// can still be listed under /proc/self/task for a moment: the kernel wakes pthread_join before it
+// has removed the task. There is nothing to wait on for that, so this polls, with a bound.
+int thread_count_settled_to(int target) {
+  const auto deadline = clock_type::now() + 5s;
+  int n = count_dir("/proc/self/task");
+  while (n > target && clock_type::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+    n = count_dir("/proc/self/task");
+  }
+  return n;
+}
 long rss_kib() {
   std::ifstream f("/proc/self/statm");
   long pages = 0, resident = 0;
@@ -400,8 +413,14 @@ TEST_P(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
 
   // Warm up what lives for the whole process (OpenSSL/GnuTLS globals, resolver) before counting.
   { tally warm; good_client(0, false, 0, warm); }
-  // ThreadSanitizer starts a background thread at the first pthread_create: make it exist now.
-  std::thread([] {}).join();
+  // ThreadSanitizer starts a background thread at the first pthread_create: make it exist now,
+  // and wait until the joined thread itself is no longer listed.
+  pid_t joined = 0;
+  std::thread([&] { joined = ::gettid(); }).join();
+  const std::string joined_dir = "/proc/self/task/" + std::to_string(joined);
+  for (auto deadline = clock_type::now() + 5s; std::filesystem::exists(joined_dir) && clock_type::now() < deadline;)
+    std::this_thread::sleep_for(1ms);
+  ASSERT_FALSE(std::filesystem::exists(joined_dir)) << "a joined thread was still listed after 5 s";
   const int fds0 = count_dir("/proc/self/fd");
   const int threads0 = count_dir("/proc/self/task");
   long rss0 = 0;  // taken after the first round, once allocator pools and caches have grown
@@ -453,7 +472,7 @@ TEST_P(Soak, HostileLoadLeavesGoodClientsServedAndNothingLeaked) {
   }
   const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
   const int fds1 = count_dir("/proc/self/fd");
-  const int threads1 = count_dir("/proc/self/task");
+  const int threads1 = thread_count_settled_to(threads0);
   malloc_trim(0);
   const long rss1 = rss_kib();
   std::printf("soak: %d rounds in %.1f s; good clients %d ok (%lld bytes echoed), %d failed; hostile %d ended by "
