@@ -35,15 +35,20 @@ struct client_run {
   std::string failure;  // connect, write or shutdown failure
 };
 
+// The bound on each connect, handshake, read and write of the echo runs. It only ends a hang: a
+// one-byte run moves a record a byte per loop turn, so under a sanitizer on busy cores the first
+// echoed byte can take seconds (5 s was too short under ThreadSanitizer at ctest -j4).
+constexpr auto io_bound = 30s;
+
 comm::async_connect_options client_options(std::optional<ssl_implementation> tls) {
   comm::async_connect_options o;
-  o.connect_timeout = 5s;
-  o.read_timeout = 5s;
-  o.write_timeout = 5s;
+  o.connect_timeout = io_bound;
+  o.read_timeout = io_bound;
+  o.write_timeout = io_bound;
   o.queue_output = true;
   if (tls) {
     o.ssl_ctx = fault_test::client_ctx(*tls);
-    o.handshake_timeout = 5s;
+    o.handshake_timeout = io_bound;
   }
   return o;
 }
@@ -133,9 +138,9 @@ struct echo_server {
       comm::accept_options o;
       o.address = "127.0.0.1";
       o.queue_output = true;
-      o.handshake_timeout = 5s;
-      o.read_timeout = 5s;
-      o.write_timeout = 5s;
+      o.handshake_timeout = io_bound;
+      o.read_timeout = io_bound;
+      o.write_timeout = io_bound;
       if (tls) o.ssl_ctx = fault_test::server_ctx(*tls);
       o.ssl_error_callback = [&rec](std::exception_ptr e, std::optional<comm::endpoint>) {
         rec.w.notify([&] { rec.failures += "handshake: " + error_text(e) + "\n"; });
@@ -193,9 +198,9 @@ void run_echo(std::optional<ssl_implementation> client_impl, std::optional<ssl_i
       fault::watch_port(server.port(), fault_test::plan_for(mode, seed), fault_test::plan_for(mode, seed + 1000));
     async_test::loop_thread client_loop("fault client");
     start_client(client_loop, server.port(), client_impl, payload, seed, run, eo);
-    ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s)) << "the echo did not finish; received "
+    ASSERT_TRUE(run.w.wait([&] { return run.done; }, 2 * io_bound)) << "the echo did not finish; received "
                                                            << run.received.size() << " bytes";
-    ASSERT_TRUE(rec.w.wait([&] { return rec.ended; }, 5s));
+    ASSERT_TRUE(rec.w.wait([&] { return rec.ended; }, io_bound));
   }
   EXPECT_EQ(rec.accepted, 1);
   EXPECT_EQ(rec.failures, "");
