@@ -2,8 +2,9 @@
 # ThreadSanitizer build (build-tsan) running the threaded tests: start_up_server, several
 # wait-state collections, apply_in_wait_state_collection_process from other threads, TLS contexts
 # shared across threads, the hostile-load soak, a plain socket_stream read on one thread while
-# another writes it, and the socket-fault suite (loops on their own threads under injected short
-# reads and writes, EAGAIN, EINTR and cuts). Any data race or lock-order report fails the run.
+# another writes it, a TLS one refusing a second thread, and the socket-fault suite (loops on
+# their own threads under injected short reads and writes, EAGAIN, EINTR and cuts). Any data race
+# or lock-order report fails the run.
 #   scripts/tsan.sh [CTEST_REGEX]
 # Environment: COMM_TSAN_BUILD_DIR (default build-tsan), COMM_JOBS (default 1).
 set -euo pipefail
@@ -11,9 +12,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${COMM_TSAN_BUILD_DIR:-build-tsan}
 jobs=${COMM_JOBS:-1}
 # The threaded tests, by suite: servers, loops, posting from other threads, shared contexts, soak,
-# full-duplex plain streams, and every suite of test_fault.
+# full-duplex plain streams, the TLS server and the refused second thread of TlsStream, and every
+# suite of test_fault.
 faults='^(SocketFaults|AsyncPlainCut|StreamPlainCut)\.|^[A-Za-z]+/(AsyncTls(CloseNotify|Coalescing|Cut|Faults|FaultsSeeds|HalfClose)|StreamTls(Cut|Faults|FaultsSeeds)|AsyncPlainFaults|StreamPlainFaults)\.'
-filter=${1:-'^(Server|WaitStateCollection|TlsStream\.TlsServer|Threads|Soak)\.|^[A-Za-z]+/(Threads|Soak)\.|^SocketStream\.RoundTripOneMiB$|'"$faults"}
+filter=${1:-'^(Server|WaitStateCollection|Threads|Soak)\.|^[A-Za-z]+/(Threads|Soak|TlsStream\.(TlsServer|SecondThread))|^SocketStream\.RoundTripOneMiB$|'"$faults"}
 
 # Flags through the script, no CMake option: the whole tree (library and tests) is instrumented.
 tsan="-fsanitize=thread -fno-omit-frame-pointer"

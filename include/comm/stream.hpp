@@ -40,7 +40,11 @@ struct stream_options {
 // Threads: one at a time per stream. Without TLS one thread may read (read_some, read_exact,
 // read_line) while another writes (write_all, flush), as with the socket itself; with TLS not,
 // since a read may also write (a key update, an alert) and neither OpenSSL's nor GnuTLS's session
-// takes concurrent calls. For full-duplex TLS from several threads, use an async_io_state.
+// takes concurrent calls: a call that would reach the TLS session while another thread is inside
+// one (a read waiting for data, say) throws socket_io_error (std::errc::device_or_resource_busy)
+// before it changes anything (a refused write took no byte); writes that only fill the output
+// buffer are not refused.
+// For full-duplex TLS from several threads, use an async_io_state.
 class socket_stream : public std::iostream, public ssl_connection {
  public:
   socket_stream();  // not open

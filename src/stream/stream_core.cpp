@@ -118,8 +118,35 @@ void stream_core::wait(short events, const std::optional<clock::time_point>& dea
   // POLLERR / POLLHUP: the next recv/send reports the cause.
 }
 
+namespace {
+std::uintptr_t this_thread_tag() noexcept {
+  static thread_local char tag;
+  return reinterpret_cast<std::uintptr_t>(&tag);
+}
+}  // namespace
+
+stream_core::tls_user_scope::tls_user_scope(stream_core& core, const char* operation) : core_(core) {
+  const std::uintptr_t me = this_thread_tag();
+  // Only this thread ever stores its own tag, so reading it back means it holds the scope already.
+  if (core_.tls_user_.load(std::memory_order_relaxed) != me) {
+    std::uintptr_t none = 0;
+    if (!core_.tls_user_.compare_exchange_strong(none, me, std::memory_order_acquire, std::memory_order_relaxed))
+      throw socket_io_error(std::make_error_code(std::errc::device_or_resource_busy),
+                            describe_operation(operation, core_.peer_text_) +
+                                ": another thread is using this TLS stream (under TLS one thread at a time; "
+                                "for full-duplex TLS use an async_io_state)",
+                            core_.owner_);
+  }
+  ++core_.tls_depth_;
+}
+
+stream_core::tls_user_scope::~tls_user_scope() {
+  if (--core_.tls_depth_ == 0) core_.tls_user_.store(0, std::memory_order_release);
+}
+
 tls_result stream_core::drive_tls(const std::function<tls_result()>& op, const std::optional<milliseconds>& timeout,
                                   const char* operation, bool throw_on_timeout) {
+  tls_user_scope use(*this, operation);
   // Without a timeout this loop waits for the socket without bound on want_input anyway, so the
   // transport may as well block in recv: the engine then never sees EAGAIN on a read.
   struct blocking_scope {
@@ -167,6 +194,7 @@ std::size_t stream_core::read_raw(char* data, std::size_t size) {
                                         "read from " + peer_text_ + ": input was shut down", owner_);
   if (size == 0) return 0;
   if (engine) {
+    tls_user_scope use(*this, "TLS read from");
     send_held();  // the reply awaited may depend on them
     tls_result r = drive_tls([&] { return engine->read(data, size); }, options.read_timeout, "TLS read");
     return r.status == tls_status::closed ? 0 : r.bytes;
@@ -212,6 +240,7 @@ void stream_core::write_all_raw(const char* data, std::size_t size) {
 }
 
 bool stream_core::flush_transport(const std::optional<clock::time_point>& deadline, const char* operation) {
+  tls_user_scope use(*this, operation);
   for (;;) {
     io_result r = transport.flush();
     if (r.error == 0) return true;
@@ -297,6 +326,10 @@ void stream_core::write(const char* data, std::size_t size) {
   if (output_shut) throw socket_io_error(std::make_error_code(std::errc::broken_pipe),
                                          "write to " + peer_text_ + ": output was shut down", owner_);
   if (size == 0) return;  // data may be null
+  std::size_t room = static_cast<std::size_t>(epptr() - pptr());
+  // A write that will seal takes the engine before it takes any byte: refused, it took none.
+  std::optional<tls_user_scope> use;
+  if (engine && size >= room) use.emplace(*this, "TLS write to");
   if (size >= out_.size()) {
     // Large writes bypass the buffer once it is emptied: no copy.
     if (engine) {
@@ -309,7 +342,6 @@ void stream_core::write(const char* data, std::size_t size) {
     }
     return;
   }
-  std::size_t room = static_cast<std::size_t>(epptr() - pptr());
   if (size <= room) {
     std::memcpy(pptr(), data, size);
     pbump(static_cast<int>(size));
@@ -326,6 +358,7 @@ void stream_core::write(const char* data, std::size_t size) {
 void stream_core::seal(const char* data, std::size_t size, std::size_t& done) {
   // Corked, the transport takes the records; 64 KiB of them leave together. Uncorked at the end,
   // the rest stays held.
+  tls_user_scope use(*this, "TLS write to");
   corked_scope corked(*this);
   while (done < size) {
     done += write_raw(data + done, size - done);
@@ -354,6 +387,8 @@ void stream_core::send_held() {
 }
 
 void stream_core::flush_output() {
+  std::optional<tls_user_scope> use;
+  if (engine) use.emplace(*this, "TLS write to");
   if (engine && holding()) {  // after the held records, through the cork
     seal_output();
     send_held();
@@ -429,6 +464,8 @@ std::streamsize stream_core::showmanyc() {
 // ---------------------------------------------------------------------------------------------
 void stream_core::shutdown(direction dir, bool abort) {
   if (!socket_) throw_io(EBADF, "shutdown on");
+  std::optional<tls_user_scope> use;
+  if (engine) use.emplace(*this, "shutdown on");
   if (abort) {
     discard_buffers();
   } else if (dir != direction::input && !output_shut) {
@@ -444,6 +481,8 @@ void stream_core::shutdown(direction dir, bool abort) {
 
 void stream_core::close() {
   if (!socket_) return;
+  std::optional<tls_user_scope> use;
+  if (engine) use.emplace(*this, "close of");
   std::exception_ptr flush_error;
   if (!output_shut && (pptr() > pbase() || holding())) {
     try {

@@ -4,6 +4,7 @@
 // iostream's rdbuf point to, never changes when the stream is moved.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -88,6 +89,23 @@ class stream_core final : public std::streambuf {
     corked_scope& operator=(const corked_scope&) = delete;
   };
 
+  // Under TLS one thread at a time may use the engine and the transport: neither OpenSSL's SSL nor
+  // GnuTLS's session takes concurrent calls, and a read may write (a key update, an alert). Every
+  // path that touches them holds this scope, so a second thread gets socket_io_error
+  // (std::errc::device_or_resource_busy) naming the cause instead of undefined behaviour.
+  // Re-entrant on one thread; one atomic exchange per operation. Plain streams never take it (one
+  // reader and one writer may run at once there).
+  class tls_user_scope {
+   public:
+    tls_user_scope(stream_core& core, const char* operation);
+    ~tls_user_scope();
+    tls_user_scope(const tls_user_scope&) = delete;
+    tls_user_scope& operator=(const tls_user_scope&) = delete;
+
+   private:
+    stream_core& core_;
+  };
+
   // Buffered API used by socket_stream.
   std::size_t read_some(char* data, std::size_t size);
   std::optional<std::string> read_line();
@@ -164,6 +182,8 @@ class stream_core final : public std::streambuf {
   void seal(const char* data, std::size_t size, std::size_t& done);
   void seal_output();  // the output buffer, likewise
 
+  std::atomic<std::uintptr_t> tls_user_{0};  // the thread in a TLS path (tls_user_scope); 0 = none
+  unsigned tls_depth_ = 0;                   // its nesting depth, touched only by that thread
   socket_handle socket_;
   socket_stream* owner_;
   std::string peer_text_;

@@ -22,6 +22,7 @@ std::string ms_text(std::optional<milliseconds> t) { return std::to_string(t ? t
 // Runs the handshake until done. Returns false on timeout or a clean close by the peer when
 // `report_false` is set; otherwise those throw too.
 bool run_handshake(socket_stream& stream, stream_core& core, std::optional<milliseconds> timeout, bool report_false) {
+  stream_core::tls_user_scope use(core, "TLS handshake with");
   detail::tls_engine& engine = *core.engine;
   const auto deadline = detail::deadline_after(timeout);
   std::uint64_t mark = ~std::uint64_t{0};
@@ -109,6 +110,7 @@ void detach_ssl(socket_stream& stream, const detach_ssl_options& options) {
   stream_core* c = stream.core_();
   if (c == nullptr || !c->engine) return;
   stream_core& core = *c;
+  stream_core::tls_user_scope use(core, "detach_ssl from");
   core.flush_output();
   // Detach first: whatever happens below, the stream is plain afterwards (as in the model).
   std::unique_ptr<detail::tls_engine> engine = core.take_engine();

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -315,6 +316,72 @@ TEST_P(TlsStream, ReadTimeoutUnderTlsIsSocketTimeoutAndStreamGoesOn) {
   EXPECT_TRUE(socket_stream_handshake(client, 10ms));
   server.close();
   EXPECT_EQ(client.read_line(), std::nullopt);
+}
+
+// Under TLS one thread at a time. While one thread waits in a read, another thread's flush (which
+// would drive the same engine) is refused with a socket_io_error naming the cause, instead of
+// racing inside OpenSSL or GnuTLS; the buffer keeps its bytes, and afterwards the stream goes on,
+// every byte delivered once. Either side may be the one refused while the reader is still on its way
+// into the read, so the reader retries a refusal too.
+TEST_P(TlsStream, SecondThreadDuringATlsReadIsRefusedAndLosesNothing) {
+  auto [client, server] = tls_pair({.read_timeout = 20s, .write_timeout = 5s});
+  const auto busy = std::make_error_code(std::errc::device_or_resource_busy);
+  std::atomic<bool> reading{false};
+  std::string got;
+  std::exception_ptr reader_error;
+  std::thread reader([&] {
+    reading = true;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    try {
+      while (std::chrono::steady_clock::now() < deadline) {
+        try {
+          got = client.read_line().value_or("<end of stream>");
+          return;
+        } catch (const socket_io_error& e) {
+          if (e.code() != busy) throw;
+        }
+      }
+      got = "<reader gave up>";
+    } catch (...) {
+      reader_error = std::current_exception();
+    }
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!reading && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  int pings = 0;
+  std::string refusal;
+  std::exception_ptr writer_error;
+  try {
+    while (refusal.empty() && std::chrono::steady_clock::now() < deadline) {
+      try {
+        client.write_all("ping\n");  // into the output buffer: refused only if it must seal
+        ++pings;
+        client.flush();
+      } catch (const socket_io_error& e) {
+        if (e.code() != busy) throw;
+        refusal = e.what();
+      }
+    }
+    server.write_all("wake\n");
+    server.flush();
+  } catch (...) {
+    writer_error = std::current_exception();
+  }
+  reader.join();  // bounded by the read timeout
+  if (writer_error) std::rethrow_exception(writer_error);
+  if (reader_error) std::rethrow_exception(reader_error);
+  EXPECT_EQ(got, "wake");
+  ASSERT_FALSE(refusal.empty()) << "no refusal in 10 s of flushes beside a waiting TLS read";
+  EXPECT_NE(refusal.find("another thread is using this TLS stream"), std::string::npos) << refusal;
+
+  client.flush();  // one thread again: the refused flush's bytes leave now
+  for (int i = 0; i < pings; ++i) ASSERT_EQ(server.read_line(), "ping") << "line " << i << " of " << pings;
+  client.write_all("end\n");
+  client.flush();
+  EXPECT_EQ(server.read_line(), "end");
+  server.write_all("reply\n");
+  server.flush();
+  EXPECT_EQ(client.read_line(), "reply");
 }
 
 TEST_P(TlsStream, OutputShutdownSendsCloseNotifyAndDetachCanSkipWaiting) {
