@@ -321,8 +321,8 @@ TEST_P(TlsStream, ReadTimeoutUnderTlsIsSocketTimeoutAndStreamGoesOn) {
 // Under TLS one thread at a time. While one thread waits in a read, another thread's flush (which
 // would drive the same engine) is refused with a socket_io_error naming the cause, instead of
 // racing inside OpenSSL or GnuTLS; the buffer keeps its bytes, and afterwards the stream goes on,
-// every byte delivered once. Either side may be the one refused while the reader is still on its way
-// into the read, so the reader retries a refusal too.
+// every byte delivered once. Either side may be the one refused while the reader is still on its
+// way into the read, so the reader retries a refusal too.
 TEST_P(TlsStream, SecondThreadDuringATlsReadIsRefusedAndLosesNothing) {
   auto [client, server] = tls_pair({.read_timeout = 20s, .write_timeout = 5s});
   const auto busy = std::make_error_code(std::errc::device_or_resource_busy);
