@@ -186,7 +186,7 @@ struct echo_server {
   std::uint16_t port() const { return handle->local_port(); }
 };
 
-void run_echo(std::optional<ssl_implementation> client_impl, std::optional<ssl_implementation> server_impl,
+void run_async_echo(std::optional<ssl_implementation> client_impl, std::optional<ssl_implementation> server_impl,
               fault::chunking mode, std::uint64_t seed, echo_options eo = {}) {
   fault::scope faults;
   const std::string payload = random_bytes(fault_test::payload_size(mode), seed);
@@ -229,7 +229,7 @@ class AsyncTlsFaults : public ::testing::TestWithParam<echo_param> {};
 
 TEST_P(AsyncTlsFaults, EchoIsIdentical) {
   auto [client, server, mode, seed] = GetParam();
-  run_echo(client, server, mode, seed);
+  run_async_echo(client, server, mode, seed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsFaults, fault_test::echo_params(), fault_test::echo_param_name{});
@@ -238,7 +238,7 @@ class AsyncTlsFaultsSeeds : public ::testing::TestWithParam<fault_test::seed_par
 
 TEST_P(AsyncTlsFaultsSeeds, RandomSplitsEchoIsIdentical) {
   auto [impl, seed] = GetParam();
-  run_echo(impl, impl, fault::chunking::random, seed);
+  run_async_echo(impl, impl, fault::chunking::random, seed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsFaultsSeeds, fault_test::seed_params(),
@@ -253,7 +253,7 @@ TEST_P(AsyncTlsHalfClose, ServerEchoesAfterTheClientsCloseNotify) {
   echo_options eo;
   eo.faults = false;
   eo.half_close_early = true;
-  run_echo(GetParam(), GetParam(), fault::chunking::random, 1, eo);
+  run_async_echo(GetParam(), GetParam(), fault::chunking::random, 1, eo);
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsHalfClose, ::testing::ValuesIn(comm_test::tested_implementations()),
@@ -268,7 +268,7 @@ class AsyncTlsCloseNotify : public ::testing::TestWithParam<ssl_implementation> 
 TEST_P(AsyncTlsCloseNotify, ShutdownOutputDeliversTheCloseNotifyUnderShortWrites) {
   echo_options eo;
   eo.calm_close = false;
-  run_echo(GetParam(), GetParam(), fault::chunking::one_byte, 1, eo);
+  run_async_echo(GetParam(), GetParam(), fault::chunking::one_byte, 1, eo);
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCloseNotify,
@@ -353,7 +353,7 @@ class AsyncPlainFaults : public ::testing::TestWithParam<std::tuple<fault::chunk
 
 TEST_P(AsyncPlainFaults, EchoIsIdentical) {
   auto [mode, seed] = GetParam();
-  run_echo(std::nullopt, std::nullopt, mode, seed);
+  run_async_echo(std::nullopt, std::nullopt, mode, seed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, AsyncPlainFaults,

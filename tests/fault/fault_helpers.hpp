@@ -15,10 +15,7 @@
 
 namespace fault_test {
 
-inline const comm::demo_credentials& creds() {
-  static const comm::demo_credentials c = comm::make_demo_credentials("127.0.0.1");
-  return c;
-}
+inline const comm::demo_credentials& creds() { return comm_test::demo_credentials_for_loopback(); }
 
 inline comm::ssl_abstract_context server_ctx(comm::ssl_implementation impl) {
   comm::ssl_context_options o;

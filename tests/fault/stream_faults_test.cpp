@@ -114,7 +114,7 @@ comm::socket_stream connect_client(std::uint16_t port, std::optional<ssl_impleme
 
 // The payload sent in seeded chunks, each read back before the next (no deadlock on full
 // buffers); then close_notify and FIN, and the server's handler must end cleanly with every byte.
-void run_echo(std::optional<ssl_implementation> client_impl, std::optional<ssl_implementation> server_impl,
+void run_stream_echo(std::optional<ssl_implementation> client_impl, std::optional<ssl_implementation> server_impl,
               fault::chunking mode, std::uint64_t seed) {
   fault::scope faults;
   handler_record rec;
@@ -163,7 +163,7 @@ class StreamTlsFaults : public ::testing::TestWithParam<echo_param> {};
 
 TEST_P(StreamTlsFaults, EchoIsIdentical) {
   auto [client, server, mode, seed] = GetParam();
-  run_echo(client, server, mode, seed);
+  run_stream_echo(client, server, mode, seed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, StreamTlsFaults, fault_test::echo_params(), fault_test::echo_param_name{});
@@ -172,7 +172,7 @@ class StreamTlsFaultsSeeds : public ::testing::TestWithParam<fault_test::seed_pa
 
 TEST_P(StreamTlsFaultsSeeds, RandomSplitsEchoIsIdentical) {
   auto [impl, seed] = GetParam();
-  run_echo(impl, impl, fault::chunking::random, seed);
+  run_stream_echo(impl, impl, fault::chunking::random, seed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, StreamTlsFaultsSeeds, fault_test::seed_params(),
@@ -182,7 +182,7 @@ class StreamPlainFaults : public ::testing::TestWithParam<std::tuple<fault::chun
 
 TEST_P(StreamPlainFaults, EchoIsIdentical) {
   auto [mode, seed] = GetParam();
-  run_echo(std::nullopt, std::nullopt, mode, seed);
+  run_stream_echo(std::nullopt, std::nullopt, mode, seed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, StreamPlainFaults,

@@ -26,23 +26,18 @@ using comm_reliability::fault_transport;
 using comm_test::random_bytes;
 using comm_test::sha256;
 
-const comm::demo_credentials& creds() {
-  static const comm::demo_credentials c = comm::make_demo_credentials("localhost");
-  return c;
-}
-
 comm::ssl_abstract_context server_context(ssl_implementation impl, comm::ssl_protocol_version max) {
   comm::ssl_context_options o;
   o.implementation = impl;
-  o.cert_pem = creds().cert_pem;
-  o.key_pem = creds().key_pem;
+  o.cert_pem = comm_test::demo_credentials_for_localhost().cert_pem;
+  o.key_pem = comm_test::demo_credentials_for_localhost().key_pem;
   o.protocol_version.max = max;
   return comm::create_ssl_server_context(std::move(o));
 }
 comm::ssl_abstract_context client_context(ssl_implementation impl, comm::ssl_protocol_version max) {
   comm::ssl_context_options o;
   o.implementation = impl;
-  o.trusted_pem = creds().ca_cert_pem;
+  o.trusted_pem = comm_test::demo_credentials_for_localhost().ca_cert_pem;
   o.protocol_version.max = max;
   o.session_resumption = false;
   return comm::create_ssl_client_context(std::move(o));

@@ -116,24 +116,19 @@ class chunking_proxy {
   std::thread thread_;
 };
 
-const comm::demo_credentials& creds() {
-  static const comm::demo_credentials c = comm::make_demo_credentials("127.0.0.1");
-  return c;
-}
-
 class ChunkingProxy : public ::testing::TestWithParam<comm::ssl_implementation> {
  protected:
   comm::ssl_abstract_context server_ctx() {
     comm::ssl_context_options o;
     o.implementation = GetParam();
-    o.cert_pem = creds().cert_pem;
-    o.key_pem = creds().key_pem;
+    o.cert_pem = comm_test::demo_credentials_for_loopback().cert_pem;
+    o.key_pem = comm_test::demo_credentials_for_loopback().key_pem;
     return comm::create_ssl_server_context(std::move(o));
   }
   comm::ssl_abstract_context client_ctx() {
     comm::ssl_context_options o;
     o.implementation = GetParam();
-    o.trusted_pem = creds().ca_cert_pem;
+    o.trusted_pem = comm_test::demo_credentials_for_loopback().ca_cert_pem;
     o.use_system_trusted = false;
     return comm::create_ssl_client_context(std::move(o));
   }

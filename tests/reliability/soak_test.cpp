@@ -79,21 +79,16 @@ long rss_kib() {
 using comm_test::random_bytes;
 using comm_test::sha256;
 
-const comm::demo_credentials& creds() {
-  static const comm::demo_credentials c = comm::make_demo_credentials("127.0.0.1");
-  return c;
-}
-
 comm::ssl_abstract_context server_ctx(comm::ssl_implementation impl) {
   comm::ssl_context_options o;
   o.implementation = impl;
-  o.cert_pem = creds().cert_pem;
-  o.key_pem = creds().key_pem;
+  o.cert_pem = comm_test::demo_credentials_for_loopback().cert_pem;
+  o.key_pem = comm_test::demo_credentials_for_loopback().key_pem;
   return comm::create_ssl_server_context(std::move(o));
 }
 comm::ssl_abstract_context client_ctx() {
   comm::ssl_context_options o;
-  o.trusted_pem = creds().ca_cert_pem;
+  o.trusted_pem = comm_test::demo_credentials_for_loopback().ca_cert_pem;
   o.use_system_trusted = false;
   return comm::create_ssl_client_context(std::move(o));
 }
@@ -103,7 +98,7 @@ comm::ssl_abstract_context client_ctx() {
 comm::ssl_abstract_context renegotiating_client_ctx() {
   comm::ssl_context_options o;
   o.implementation = comm::ssl_implementation::openssl;
-  o.trusted_pem = creds().ca_cert_pem;
+  o.trusted_pem = comm_test::demo_credentials_for_loopback().ca_cert_pem;
   o.use_system_trusted = false;
   o.session_resumption = false;
   o.protocol_version.max = comm::ssl_protocol_version::tls_v1_2;

@@ -112,7 +112,7 @@ struct crl_pki {
     return make_policy_cert(s, &ca);
   }
 };
-const crl_pki& pki() {
+const crl_pki& crl_test_pki() {
   static const crl_pki p;
   return p;
 }
@@ -135,7 +135,7 @@ struct temp_file {
   }
 };
 
-struct verdict {
+struct crl_verdict {
   bool ok = false;
   bool verification_failure = false;
   verify_reason reason = verify_reason::other;
@@ -145,25 +145,25 @@ struct verdict {
 
 class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
  protected:
-  // The OpenSSL comm server presents pki().server; the client under test trusts the CA and uses
+  // The OpenSSL comm server presents crl_test_pki().server; the client under test trusts the CA and uses
   // the given CRL options.
-  verdict connect(const std::string& crl_file, const std::string& crl_pem) {
-    return connect_to(pki().server.cert_pem, pki().server.key_pem, crl_file, crl_pem);
+  crl_verdict connect(const std::string& crl_file, const std::string& crl_pem) {
+    return connect_to(crl_test_pki().server.cert_pem, crl_test_pki().server.key_pem, crl_file, crl_pem);
   }
   // The same with the chained server (leaf, then the intermediate).
-  verdict connect_chained(const std::string& crl_pem) {
-    return connect_to(pki().chained_server.cert_pem + pki().intermediate.cert_pem, pki().chained_server.key_pem, {},
+  crl_verdict connect_chained(const std::string& crl_pem) {
+    return connect_to(crl_test_pki().chained_server.cert_pem + crl_test_pki().intermediate.cert_pem, crl_test_pki().chained_server.key_pem, {},
                       crl_pem);
   }
-  verdict connect_to(const std::string& cert_pem, const std::string& key_pem, const std::string& crl_file,
+  crl_verdict connect_to(const std::string& cert_pem, const std::string& key_pem, const std::string& crl_file,
                      const std::string& crl_pem, comm::verify_callback callback = {}) {
     comm::server srv = comm_test::start_line_echo_server(cert_pem, key_pem);
 
-    verdict v;
+    crl_verdict v;
     try {
       comm::ssl_context_options co;
       co.implementation = GetParam();
-      co.trusted_pem = pki().ca.cert_pem;
+      co.trusted_pem = crl_test_pki().ca.cert_pem;
       co.use_system_trusted = false;
       co.session_resumption = false;
       co.crl_file = crl_file;
@@ -199,14 +199,14 @@ class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
     return v;
   }
 
-  void expect_revoked(const verdict& v) {
+  void expect_revoked(const crl_verdict& v) {
     EXPECT_FALSE(v.ok) << "a revoked certificate was accepted";
     EXPECT_TRUE(v.verification_failure) << v.what;
     EXPECT_EQ(v.reason, verify_reason::revoked) << "got " << comm::to_string(v.reason) << ": " << v.what;
   }
 
   // Refused as OpenSSL refuses it: verify_reason `reason` and OpenSSL's text for the case.
-  void expect_refused(const verdict& v, verify_reason reason, const std::string& text) {
+  void expect_refused(const crl_verdict& v, verify_reason reason, const std::string& text) {
     EXPECT_FALSE(v.ok) << "accepted";
     EXPECT_TRUE(v.verification_failure) << v.what;
     EXPECT_EQ(v.reason, reason) << "got " << comm::to_string(v.reason) << ": " << v.what;
@@ -215,24 +215,24 @@ class Crl : public ::testing::TestWithParam<comm::ssl_implementation> {
 };
 
 TEST_P(Crl, WithoutCrlTheCertificateIsAccepted) {
-  verdict v = connect({}, {});
+  crl_verdict v = connect({}, {});
   EXPECT_TRUE(v.ok) << v.what;
 }
 
 TEST_P(Crl, CrlPemRevokingTheServerRefusesIt) {
-  expect_revoked(connect({}, pki().crl_revoking_server));
+  expect_revoked(connect({}, crl_test_pki().crl_revoking_server));
 }
 
 TEST_P(Crl, CrlFileRevokingTheServerRefusesIt) {
-  temp_file f(pki().crl_revoking_server);
+  temp_file f(crl_test_pki().crl_revoking_server);
   expect_revoked(connect(f.path, {}));
 }
 
 TEST_P(Crl, CrlRevokingAnotherSerialAcceptsTheServer) {
-  verdict v = connect({}, pki().crl_revoking_other);
+  crl_verdict v = connect({}, crl_test_pki().crl_revoking_other);
   EXPECT_TRUE(v.ok) << v.what;
-  temp_file f(pki().crl_revoking_other);
-  verdict w = connect(f.path, {});
+  temp_file f(crl_test_pki().crl_revoking_other);
+  crl_verdict w = connect(f.path, {});
   EXPECT_TRUE(w.ok) << w.what;
 }
 
@@ -240,33 +240,33 @@ TEST_P(Crl, CrlRevokingAnotherSerialAcceptsTheServer) {
 // Once CRLs are given, the issuer of the peer's certificate must have one among them (OpenSSL's
 // X509_V_FLAG_CRL_CHECK; GnuTLS made to agree).
 TEST_P(Crl, CrlOnlyFromAnUnrelatedCaRefusesTheServer) {
-  expect_refused(connect({}, pki().unrelated_crl), verify_reason::other, "unable to get certificate CRL");
-  temp_file f(pki().unrelated_crl);
+  expect_refused(connect({}, crl_test_pki().unrelated_crl), verify_reason::other, "unable to get certificate CRL");
+  temp_file f(crl_test_pki().unrelated_crl);
   expect_refused(connect(f.path, {}), verify_reason::other, "unable to get certificate CRL");
 }
 
 TEST_P(Crl, CrlFromTheIssuerBesideAnUnrelatedOneAcceptsTheServer) {
-  verdict v = connect({}, pki().unrelated_crl + pki().crl_revoking_other);
+  crl_verdict v = connect({}, crl_test_pki().unrelated_crl + crl_test_pki().crl_revoking_other);
   EXPECT_TRUE(v.ok) << v.what;
-  temp_file f(pki().unrelated_crl);
-  verdict w = connect(f.path, pki().crl_revoking_other);
+  temp_file f(crl_test_pki().unrelated_crl);
+  crl_verdict w = connect(f.path, crl_test_pki().crl_revoking_other);
   EXPECT_TRUE(w.ok) << w.what;
 }
 
 TEST_P(Crl, RevokedByTheIssuersCrlBesideAnUnrelatedOne) {
-  expect_revoked(connect({}, pki().unrelated_crl + pki().crl_revoking_server));
+  expect_revoked(connect({}, crl_test_pki().unrelated_crl + crl_test_pki().crl_revoking_server));
 }
 
 TEST_P(Crl, CrlWithTheIssuersNameButAnotherSignatureRefusesTheServer) {
-  expect_refused(connect({}, pki().forged_crl), verify_reason::other, "CRL signature failure");
+  expect_refused(connect({}, crl_test_pki().forged_crl), verify_reason::other, "CRL signature failure");
   // A forged CRL revokes nothing.
-  expect_refused(connect({}, pki().forged_crl_revoking_server), verify_reason::other, "CRL signature failure");
+  expect_refused(connect({}, crl_test_pki().forged_crl_revoking_server), verify_reason::other, "CRL signature failure");
 }
 
 // A verify callback sees the same verdict, and ssl_connection_verify tells it after accepting.
 TEST_P(Crl, VerifyCallbackSeesTheMissingCrl) {
   comm::verify_result seen;
-  verdict v = connect_to(pki().server.cert_pem, pki().server.key_pem, {}, pki().unrelated_crl,
+  crl_verdict v = connect_to(crl_test_pki().server.cert_pem, crl_test_pki().server.key_pem, {}, crl_test_pki().unrelated_crl,
                          [&seen](comm::ssl_connection&, const comm::verify_result& r) {
                            seen = r;
                            return true;
@@ -280,26 +280,26 @@ TEST_P(Crl, VerifyCallbackSeesTheMissingCrl) {
 }
 
 TEST_P(Crl, IssuersCrlOutOfItsPeriodRefusesTheServer) {
-  expect_refused(connect({}, pki().expired_crl), verify_reason::expired, "CRL has expired");
-  expect_refused(connect({}, pki().future_crl), verify_reason::not_yet_valid, "CRL is not yet valid");
+  expect_refused(connect({}, crl_test_pki().expired_crl), verify_reason::expired, "CRL has expired");
+  expect_refused(connect({}, crl_test_pki().future_crl), verify_reason::not_yet_valid, "CRL is not yet valid");
 }
 
 // Only the leaf is checked: its issuer is the intermediate, whose own revocation (by the root's
 // CRL) is not looked at, and the root needs no CRL.
 TEST_P(Crl, ChainedServerNeedsTheIntermediatesCrlOnly) {
-  verdict v = connect_chained(pki().intermediate_crl);
+  crl_verdict v = connect_chained(crl_test_pki().intermediate_crl);
   EXPECT_TRUE(v.ok) << v.what;
-  expect_refused(connect_chained(pki().root_crl_revoking_intermediate), verify_reason::other,
+  expect_refused(connect_chained(crl_test_pki().root_crl_revoking_intermediate), verify_reason::other,
                  "unable to get certificate CRL");
-  verdict w = connect_chained(pki().root_crl_revoking_intermediate + pki().intermediate_crl);
+  crl_verdict w = connect_chained(crl_test_pki().root_crl_revoking_intermediate + crl_test_pki().intermediate_crl);
   EXPECT_TRUE(w.ok) << "intermediates are not checked against CRLs: " << w.what;
-  expect_revoked(connect_chained(pki().intermediate_crl_revoking_server));
+  expect_revoked(connect_chained(crl_test_pki().intermediate_crl_revoking_server));
 }
 
 TEST_P(Crl, CrlFileThatDoesNotExistIsAnErrorAtCreation) {
   comm::ssl_context_options co;
   co.implementation = GetParam();
-  co.trusted_pem = pki().ca.cert_pem;
+  co.trusted_pem = crl_test_pki().ca.cert_pem;
   co.crl_file = "/nonexistent/comm-crl.pem";
   try {
     comm::create_ssl_client_context(std::move(co));
@@ -312,8 +312,8 @@ TEST_P(Crl, CrlFileThatDoesNotExistIsAnErrorAtCreation) {
 TEST_P(Crl, CrlPemWithoutCrlIsRejected) {
   comm::ssl_context_options co;
   co.implementation = GetParam();
-  co.trusted_pem = pki().ca.cert_pem;
-  co.crl_pem = pki().ca.cert_pem;  // a certificate, not a CRL
+  co.trusted_pem = crl_test_pki().ca.cert_pem;
+  co.crl_pem = crl_test_pki().ca.cert_pem;  // a certificate, not a CRL
   EXPECT_THROW(comm::create_ssl_client_context(std::move(co)), comm::ssl_failure);
 }
 

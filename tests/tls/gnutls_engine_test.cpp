@@ -22,14 +22,6 @@ struct default_implementation_guard {
   ssl_implementation before = comm::ssl_default_implementation();
 };
 
-template <class F>
-std::future<void> serve_one(loopback_listener& l, comm::ssl_abstract_context ctx, F serve) {
-  return std::async(std::launch::async, [&l, ctx, serve]() mutable {
-    engine_connection conn(l.accept_one(), ctx, server_params());
-    serve(conn);
-  });
-}
-
 TEST(GnuTLSEngine, HandshakeEchoFactsAndCleanClose) {
   loopback_listener l;
   auto done = serve_one(l, server_with(gnutls, pki().good), [](engine_connection& s) {

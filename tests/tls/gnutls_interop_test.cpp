@@ -25,15 +25,6 @@ std::string random_bytes(std::size_t n) {
   return s;
 }
 
-// A comm server of `impl` on a loopback listener, serving one connection in a thread.
-template <class F>
-std::future<void> serve_one(loopback_listener& l, comm::ssl_abstract_context ctx, F serve) {
-  return std::async(std::launch::async, [&l, ctx, serve]() mutable {
-    engine_connection conn(l.accept_one(), ctx, server_params());
-    serve(conn);
-  });
-}
-
 // gnutls-serv has no ephemeral port: take a free one, and try again if another process won it.
 struct gnutls_server {
   explicit gnutls_server(const std::vector<std::string>& args) {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <string>
 
 #include "comm/stream.hpp"
@@ -32,6 +33,15 @@ inline comm::detail::engine_params server_params() {
   comm::detail::engine_params p;
   p.side = comm::ssl_side::server;
   return p;
+}
+
+// A server of the context on the listener, serving one connection through the engine in a thread.
+template <class F>
+std::future<void> serve_one(loopback_listener& l, comm::ssl_abstract_context ctx, F serve) {
+  return std::async(std::launch::async, [&l, ctx, serve]() mutable {
+    engine_connection conn(l.accept_one(), ctx, server_params());
+    serve(conn);
+  });
 }
 
 // A client context of the implementation under test that trusts the test root.

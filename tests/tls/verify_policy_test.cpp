@@ -27,7 +27,7 @@ struct policy_pki {
   policy_cert root = make_policy_cert(policy_ca_spec("policy root"), nullptr);
   policy_cert inter = make_policy_cert(policy_ca_spec("policy intermediate"), &root);
 };
-const policy_pki& pki() {
+const policy_pki& policy_test_pki() {
   static const policy_pki p;
   return p;
 }
@@ -39,11 +39,11 @@ policy_cert leaf(const std::string& san, const std::string& cn = "leaf", const p
   s.san = san;
   s.not_before = not_before;
   s.not_after = not_after;
-  return make_policy_cert(s, issuer ? issuer : &pki().inter);
+  return make_policy_cert(s, issuer ? issuer : &policy_test_pki().inter);
 }
 
 // What the client saw: ok, or the verification reason (other failures are reported as text).
-struct verdict {
+struct policy_verdict {
   bool ok = false;
   verify_reason reason = verify_reason::other;
   std::string what;
@@ -54,18 +54,18 @@ class VerifyPolicy : public ::testing::TestWithParam<comm::ssl_implementation> {
   // Serves `chain_pem` (leaf first) with `key_pem`; a client of the implementation under test
   // trusting only the policy root connects to 127.0.0.1 and verifies `name` (SNI + host name), or
   // an IP text given as host_name.
-  verdict connect(const std::string& chain_pem, const std::string& key_pem, const std::string& name,
+  policy_verdict connect(const std::string& chain_pem, const std::string& key_pem, const std::string& name,
                   const std::string& host_name = {}) {
     comm::server srv = comm_test::start_line_echo_server(chain_pem, key_pem);
 
     comm::ssl_context_options co;
     co.implementation = GetParam();
-    co.trusted_pem = pki().root.cert_pem;
+    co.trusted_pem = policy_test_pki().root.cert_pem;
     co.use_system_trusted = false;
     co.session_resumption = false;
     auto client_ctx = comm::create_ssl_client_context(std::move(co));
 
-    verdict v;
+    policy_verdict v;
     try {
       comm::connect_options c;
       c.timeout = 5s;
@@ -97,12 +97,12 @@ class VerifyPolicy : public ::testing::TestWithParam<comm::ssl_implementation> {
 
   void expect_ok(const policy_cert& l, const std::string& chain_rest, const std::string& name,
                  const std::string& host_name = {}) {
-    verdict v = connect(l.cert_pem + chain_rest, l.key_pem, name, host_name);
+    policy_verdict v = connect(l.cert_pem + chain_rest, l.key_pem, name, host_name);
     EXPECT_TRUE(v.ok) << "name " << name << " host " << host_name << ": " << v.what;
   }
   void expect_refused(const policy_cert& l, const std::string& chain_rest, const std::string& name,
                       verify_reason reason, const std::string& host_name = {}) {
-    verdict v = connect(l.cert_pem + chain_rest, l.key_pem, name, host_name);
+    policy_verdict v = connect(l.cert_pem + chain_rest, l.key_pem, name, host_name);
     EXPECT_FALSE(v.ok) << "name " << name << " host " << host_name << " was accepted";
     EXPECT_EQ(v.reason, reason) << "name " << name << " host " << host_name << ": got "
                                 << comm::to_string(v.reason) << ": " << v.what;
@@ -110,46 +110,46 @@ class VerifyPolicy : public ::testing::TestWithParam<comm::ssl_implementation> {
 };
 
 TEST_P(VerifyPolicy, GoodChainThroughIntermediateIsAccepted) {
-  expect_ok(leaf("DNS:localhost"), pki().inter.cert_pem, "localhost");
+  expect_ok(leaf("DNS:localhost"), policy_test_pki().inter.cert_pem, "localhost");
 }
 
 TEST_P(VerifyPolicy, ExpiredIsRefused) {
-  expect_refused(leaf("DNS:localhost", "leaf", nullptr, -30 * 24 * 3600, -24 * 3600), pki().inter.cert_pem,
+  expect_refused(leaf("DNS:localhost", "leaf", nullptr, -30 * 24 * 3600, -24 * 3600), policy_test_pki().inter.cert_pem,
                  "localhost", verify_reason::expired);
 }
 
 TEST_P(VerifyPolicy, NotYetValidIsRefused) {
-  expect_refused(leaf("DNS:localhost", "leaf", nullptr, 24 * 3600, 30 * 24 * 3600), pki().inter.cert_pem,
+  expect_refused(leaf("DNS:localhost", "leaf", nullptr, 24 * 3600, 30 * 24 * 3600), policy_test_pki().inter.cert_pem,
                  "localhost", verify_reason::not_yet_valid);
 }
 
 TEST_P(VerifyPolicy, WrongHostIsRefused) {
-  expect_refused(leaf("DNS:wrong.example.com"), pki().inter.cert_pem, "localhost", verify_reason::host_name_mismatch);
+  expect_refused(leaf("DNS:wrong.example.com"), policy_test_pki().inter.cert_pem, "localhost", verify_reason::host_name_mismatch);
 }
 
 TEST_P(VerifyPolicy, IpSanMatchesTheAddressButNotAName) {
   auto l = leaf("IP:127.0.0.1");
-  expect_ok(l, pki().inter.cert_pem, "", "127.0.0.1");
-  expect_refused(l, pki().inter.cert_pem, "localhost", verify_reason::host_name_mismatch);
-  expect_refused(l, pki().inter.cert_pem, "", verify_reason::host_name_mismatch, "127.0.0.2");
+  expect_ok(l, policy_test_pki().inter.cert_pem, "", "127.0.0.1");
+  expect_refused(l, policy_test_pki().inter.cert_pem, "localhost", verify_reason::host_name_mismatch);
+  expect_refused(l, policy_test_pki().inter.cert_pem, "", verify_reason::host_name_mismatch, "127.0.0.2");
 }
 
 // An address written as a DNS name is not an IP address SAN.
 TEST_P(VerifyPolicy, DnsSanWithAddressTextDoesNotMatchTheAddress) {
-  expect_refused(leaf("DNS:127.0.0.1"), pki().inter.cert_pem, "", verify_reason::host_name_mismatch, "127.0.0.1");
+  expect_refused(leaf("DNS:127.0.0.1"), policy_test_pki().inter.cert_pem, "", verify_reason::host_name_mismatch, "127.0.0.1");
 }
 
 TEST_P(VerifyPolicy, WildcardMatchesOneLabelOnly) {
   auto l = leaf("DNS:*.example.com");
-  expect_ok(l, pki().inter.cert_pem, "a.example.com");
-  expect_refused(l, pki().inter.cert_pem, "a.b.example.com", verify_reason::host_name_mismatch);
-  expect_refused(l, pki().inter.cert_pem, "example.com", verify_reason::host_name_mismatch);
+  expect_ok(l, policy_test_pki().inter.cert_pem, "a.example.com");
+  expect_refused(l, policy_test_pki().inter.cert_pem, "a.b.example.com", verify_reason::host_name_mismatch);
+  expect_refused(l, policy_test_pki().inter.cert_pem, "example.com", verify_reason::host_name_mismatch);
 }
 
 // RFC 6125 / CA/B Forum: a name is matched against the SANs only; a certificate with just a
 // Common Name is refused for a host name.
 TEST_P(VerifyPolicy, CommonNameWithoutSanIsRefusedForAHostName) {
-  expect_refused(leaf("", "localhost"), pki().inter.cert_pem, "localhost", verify_reason::host_name_mismatch);
+  expect_refused(leaf("", "localhost"), policy_test_pki().inter.cert_pem, "localhost", verify_reason::host_name_mismatch);
 }
 
 TEST_P(VerifyPolicy, IntermediateMissingFromTheChainFails) {
@@ -158,7 +158,7 @@ TEST_P(VerifyPolicy, IntermediateMissingFromTheChainFails) {
 
 // root -> intermediate (pathlen:0) -> sub-intermediate -> leaf: one CA too many below the limit.
 TEST_P(VerifyPolicy, PathLengthConstraintIsHonoured) {
-  const auto& root = pki().root;
+  const auto& root = policy_test_pki().root;
   auto limited = make_policy_cert(policy_ca_spec("pathlen 0 intermediate", 0), &root);
   auto sub = make_policy_cert(policy_ca_spec("sub intermediate"), &limited);
   auto l = leaf("DNS:localhost", "leaf", &sub);
@@ -173,7 +173,7 @@ TEST_P(VerifyPolicy, PathLengthConstraintIsHonoured) {
 TEST_P(VerifyPolicy, IssuerWithoutCaBasicConstraintIsRefused) {
   policy_cert_spec not_ca = policy_ca_spec("not a CA");
   not_ca.basic_constraints = "critical,CA:FALSE";
-  auto fake = make_policy_cert(not_ca, &pki().root);
+  auto fake = make_policy_cert(not_ca, &policy_test_pki().root);
   expect_refused(leaf("DNS:localhost", "leaf", &fake), fake.cert_pem, "localhost", verify_reason::invalid_ca);
 }
 

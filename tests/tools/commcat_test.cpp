@@ -10,19 +10,15 @@
 
 #include "peers/certificates.hpp"
 #include "peers/implementations.hpp"
-#include "process.hpp"
-
-#ifndef COMMCAT_PATH
-#error "COMMCAT_PATH must name the built commcat binary"
-#endif
+#include "tool_helpers.hpp"
 
 namespace {
 
+using commcat_test::commcat;
 using commcat_test::process;
+using commcat_test::s_server;
 using namespace std::chrono_literals;
 using comm_test::pki;
-
-const std::string commcat = COMMCAT_PATH;
 
 std::vector<std::string> cat(std::vector<std::string> args) {
   args.insert(args.begin(), commcat);
@@ -105,19 +101,6 @@ std::string port_of(process& p) {
   auto port = p.stdout_value("", 10s);
   return port.value_or("");
 }
-
-// openssl s_server on a free port; it prints "ACCEPT 127.0.0.1:PORT" once it listens.
-// The certificate file holds the full chain (leaf first), sent whole through -cert_chain.
-struct s_server {
-  explicit s_server(const comm_test::credential& c)
-      : p({"openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-cert", c.cert_file, "-cert_chain",
-           c.cert_file, "-key", c.key_file}) {
-    auto addr = p.stdout_value("ACCEPT 127.0.0.1:", 10s);
-    port = addr.value_or("");
-  }
-  process p;
-  std::string port;
-};
 
 TEST(Commcat, HelpExitsZeroAndPrintsUsage) {
   process p(cat({"--help"}));

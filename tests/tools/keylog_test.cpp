@@ -15,30 +15,15 @@
 
 #include "peers/certificates.hpp"
 #include "peers/implementations.hpp"
-#include "process.hpp"
-
-#ifndef COMMCAT_PATH
-#error "COMMCAT_PATH must name the built commcat binary"
-#endif
+#include "tool_helpers.hpp"
 
 namespace {
 
+using commcat_test::commcat;
 using commcat_test::process;
+using commcat_test::s_server;
 using comm_test::pki;
 using namespace std::chrono_literals;
-
-const std::string commcat = COMMCAT_PATH;
-
-// openssl s_server on a free port serving the good chain, for one connection.
-struct s_server {
-  s_server()
-      : p({"openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-cert", pki().good.cert_file,
-           "-cert_chain", pki().good.cert_file, "-key", pki().good.key_file}) {
-    port = p.stdout_value("ACCEPT 127.0.0.1:", 10s).value_or("");
-  }
-  process p;
-  std::string port;
-};
 
 // A path in the temporary folder that does not exist yet; removed afterwards.
 struct temp_path {
@@ -66,7 +51,7 @@ class CommcatKeylog : public ::testing::TestWithParam<comm::ssl_implementation> 
   // commcat connect (through env(1), to set or unset SSLKEYLOGFILE) sends a line to s_server, gets
   // its reply, and closes; returns commcat's stderr.
   std::string exchange(const std::vector<std::string>& env_args) {
-    s_server server;
+    s_server server(pki().good);
     EXPECT_FALSE(server.port.empty()) << server.p.err();
     if (server.port.empty()) return {};
     std::vector<std::string> argv{"env"};
