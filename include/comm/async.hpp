@@ -238,12 +238,13 @@ void async_io_state_abort_and_close(async_io_state& state, std::function<void(as
 // Records of TLS writes already done (see write_buffer) still leave first: the loop keeps the
 // socket until they have (or fail, or the write timeout passes; 10 s without one) and only then
 // closes it, dropping what arrives meanwhile (a peer that writes before it reads would otherwise
-// never read them); with keep_alive it waits for them here, bounded the same way. Under TLS, bytes
-// that arrived unread (session tickets) are dropped before the socket closes, as
-// socket_stream::close does, so that the close is not a reset that throws away what the send
-// buffer holds; and a TLS 1.3 client (tickets may still come), or a state whose peer was seen
-// writing during that wait, keeps the socket open in the loop, dropping what arrives, until its
-// bytes have been transmitted (same bound; see socket_stream::close).
+// never read them); with keep_alive it waits for them here, bounded the same way. Bytes that
+// arrived unread (session tickets, or data the user did not read, TLS or plain) are dropped
+// before the socket closes, as socket_stream::close does, so that the close is not a reset that
+// throws away what the send buffer holds; and a TLS 1.3 client (tickets may still come), or a
+// state whose peer was seen writing (unread data at the close, or during that wait), keeps the
+// socket open in the loop, dropping what arrives, until its bytes have been transmitted (same
+// bound; see socket_stream::close).
 // Returns the buffered unread byte count (fetch with async_io_state_get_buffered_data). Idempotent.
 std::size_t close_async_io_state(async_io_state& state, bool keep_alive = false);
 // Takes (and removes) the buffered unread bytes.

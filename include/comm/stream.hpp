@@ -88,14 +88,15 @@ class socket_stream : public std::iostream, public ssl_connection {
   }
   void flush();  // also std::ostream::flush()
   // Flushes (unless an error makes that impossible), detaches TLS without insisting on a clean
-  // shutdown, and closes the socket. Idempotent. Under TLS, bytes that arrived unread (a TLS 1.3
-  // server's session tickets, typically) are read and dropped first, all of it (up to 16 MiB):
-  // Linux answers close() over unread data with a reset, which would throw away what the send
-  // buffer still holds. A TLS 1.3 client may also close before the tickets arrive (they come one
-  // round trip after the handshake), and tickets meeting a closed socket draw the same reset: so
-  // when nothing arrived yet and bytes are still unsent, close() waits until they have been
-  // transmitted, dropping what arrives (bounded by the write timeout, 10 s without one; the peer
-  // ending its side ends the wait too). With everything transmitted it returns at once.
+  // shutdown, and closes the socket. Idempotent. Bytes that arrived unread (a TLS 1.3 server's
+  // session tickets, or data the user did not read, TLS or plain) are read and dropped first, all
+  // of it (up to 16 MiB): Linux answers close() over unread data with a reset, which would throw
+  // away what the send buffer still holds. More arriving after the close draws the same reset:
+  // the tickets, if a TLS 1.3 client closes before they came (one round trip after the
+  // handshake), or more from a peer that was seen writing. So in those two cases, while bytes are
+  // still unsent, close() waits until they have been transmitted, dropping what arrives (bounded
+  // by the write timeout, 10 s without one; the peer ending its side ends the wait too). With
+  // everything transmitted it returns at once.
   void close();
 
   // Bytes readable without blocking: the stream's buffer plus TLS-decrypted pending bytes.

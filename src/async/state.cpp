@@ -106,17 +106,26 @@ std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
   if (keep_alive) send_owed_now();
   else if (may_linger && start_linger(*c)) return buffered();
   else if (!may_linger && tls_ && tls_->engine) (void)tls_->transport.flush();
-  const bool was_tls = tls_ && tls_->engine;
-  if (may_linger && !keep_alive && tickets_may_come() && begin_linger(*c, false)) return buffered();
+  // More may arrive after the close while bytes are still unsent: a TLS 1.3 server's session
+  // tickets, or more from a peer that has sent what the user did not read. The socket then stays
+  // open, dropping what comes, until they have left (see begin_unsent_wait).
+  if (may_linger && !keep_alive && (tickets_may_come() || unread_input_dropped()) && begin_linger(*c, false))
+    return buffered();
   drop_tls();
   c->remove(*this, sock_.get());
-  if (!keep_alive) close_socket(was_tls);
+  if (!keep_alive) close_socket();
   return buffered();
 }
 
-// Under TLS, what arrived unread (session tickets) goes first: see discard_unread_input.
-void state_impl::close_socket(bool was_tls) noexcept {
-  if (was_tls && sock_) discard_unread_input(sock_.get(), close_drain_limit);
+bool state_impl::unread_input_dropped() noexcept {
+  return sock_ && discard_unread_input(sock_.get(), close_drain_limit).bytes > 0;
+}
+
+// What arrived unread goes first (session tickets, or data the user did not read), TLS or plain:
+// Linux answers close() over unread data with a reset, which throws away the unsent bytes. See
+// discard_unread_input.
+void state_impl::close_socket() noexcept {
+  if (sock_) discard_unread_input(sock_.get(), close_drain_limit);
   sock_.reset();
 }
 
@@ -202,7 +211,7 @@ void state_impl::end_linger() noexcept {
   drop_tls();
   linger_coll_->remove(*this, sock_.get());
   linger_coll_ = nullptr;
-  close_socket(true);
+  close_socket();
 }
 
 // close(keep_alive): the caller takes the socket next, so what is owed leaves now, waiting for

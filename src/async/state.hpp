@@ -182,10 +182,11 @@ class state_impl final : public async_io_state, public loop_member {
   // close() while done writes' records still wait for room: the socket stays registered (closed
   // for the user) until they left, an error, or the write timeout (10 s without one). Meanwhile
   // what arrives is dropped: a peer that writes before it reads would otherwise never read.
-  // Then, for a TLS 1.3 client whose bytes are not all transmitted, the server's session tickets
-  // may still come, and so may more from a peer that was seen writing; meeting a closed socket
-  // they would draw a reset that throws away the unsent bytes: it stays registered, dropping what
-  // arrives, until all is transmitted (see wait_until_sent), within the same bound.
+  // Then, while bytes are not all transmitted, more may still come: a TLS 1.3 server's session
+  // tickets to a client, or more from a peer that was seen writing (TLS or plain: it sent what the
+  // user did not read); meeting a closed socket it would draw a reset that throws away the unsent
+  // bytes: the socket stays registered, dropping what arrives, until all is transmitted (see
+  // wait_until_sent), within the same bound.
   bool start_linger(collection_impl& c) noexcept;
   bool begin_linger(collection_impl& c, bool owed) noexcept;
   bool tickets_may_come() const noexcept;
@@ -198,7 +199,8 @@ class state_impl final : public async_io_state, public loop_member {
   // How long output that must still leave (a close_notify, records of done writes) may wait for
   // room: the write timeout, 10 s without one.
   milliseconds output_bound() const noexcept { return write_timeout_ ? *write_timeout_ : milliseconds(10'000); }
-  void close_socket(bool was_tls) noexcept;
+  bool unread_input_dropped() noexcept;  // drops what arrived unread; true if there was any
+  void close_socket() noexcept;
   std::exception_ptr owed_error_;  // sending what done writes left failed: every later write fails
   bool lingering_ = false;
   bool linger_tickets_ = false;  // tickets_may_come() when the linger began

@@ -491,6 +491,7 @@ void stream_core::close() {
       flush_error = std::current_exception();
     }
   }
+  bool tickets_pending = false;
   if (engine) {
     // One close_notify, without waiting for the peer's (the model's retry-count nil).
     if (!output_shut && !flush_error && !engine->close_notify_sent()) {
@@ -499,12 +500,18 @@ void stream_core::close() {
       } catch (...) {
       }
     }
-    // If something arrived unread, the tickets have come; if not, they may still (wait_until_sent).
-    const bool tickets_pending = !output_shut && !flush_error && tickets_may_come(*engine);
+    tickets_pending = !output_shut && !flush_error && tickets_may_come(*engine);
     drop_engine();
-    if (discard_unread_input(socket_.get(), close_drain_limit).bytes == 0 && tickets_pending)
-      wait_until_sent(socket_.get(), clock::now() + options.write_timeout.value_or(std::chrono::seconds(10)));
   }
+  // What arrived unread goes first, TLS or plain: Linux answers close() over unread data with a
+  // reset, which throws away what the send buffer still holds. More may still come while bytes
+  // are unsent, and meeting a closed socket it would draw that reset: a TLS 1.3 server's session
+  // tickets (if what arrived unread was not them), or more from a peer that has sent what the user
+  // did not read. Then the socket stays open, dropping what comes, until the bytes have left.
+  const dropped_input unread = discard_unread_input(socket_.get(), close_drain_limit);
+  const bool more_may_come = tickets_pending ? unread.bytes == 0 : unread.bytes > 0;
+  if (!flush_error && !unread.ended && more_may_come)
+    wait_until_sent(socket_.get(), clock::now() + options.write_timeout.value_or(std::chrono::seconds(10)));
   discard_buffers();
   socket_.reset();
   peer_text_ = "closed socket";

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "comm/async.hpp"
+#include "peers/tcp_pair.hpp"
 
 namespace async_test {
 
@@ -64,21 +65,7 @@ inline comm::socket_handle raw_connect(std::uint16_t port) {
   return comm::socket_handle(fd);
 }
 
-// A connected pair of TCP sockets over loopback: {ours, theirs}.
-inline std::pair<comm::socket_handle, comm::socket_handle> tcp_pair() {
-  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  ::listen(l, 1);
-  socklen_t len = sizeof sa;
-  ::getsockname(l, reinterpret_cast<sockaddr*>(&sa), &len);
-  comm::socket_handle a = raw_connect(ntohs(sa.sin_port));
-  comm::socket_handle b(::accept4(l, nullptr, nullptr, SOCK_CLOEXEC));
-  ::close(l);
-  return {std::move(a), std::move(b)};
-}
+using comm_test::tcp_pair;  // {ours, theirs}
 
 inline void send_all(int fd, const void* p, std::size_t n) {
   auto* c = static_cast<const char*>(p);

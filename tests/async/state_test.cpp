@@ -377,6 +377,37 @@ TEST_F(state_fixture, CallbackExceptionIsReportedAndTheStateCarriesOn) {
   EXPECT_EQ(errors[0], "bad callback");
 }
 
+// Closing over input the user never read. Linux answers close() over unread data with a reset,
+// which throws away the output that has not left yet: here most of it, since the peer's receive
+// window is small and it reads nothing until the state is closed. The state drops the unread
+// input and keeps the socket open, dropping what else arrives, until its bytes have left; the
+// peer gets every byte and then a clean end of stream.
+TEST_F(state_fixture, CloseOverUnreadInputDeliversEveryByteThenAnEnd) {
+  auto [a, b] = tcp_pair({.their_receive_buffer = 4096, .our_send_buffer = 1 << 20});
+  peer = std::move(b);
+  send_all(peer.get(), "a request that is never read\n");
+  pollfd p{a.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  const auto data = random_bytes(200000, 31);
+  bool written = false;
+  lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(a))] {
+    comm::async_io_state_options o;
+    o.write_timeout = 5s;
+    st = comm::create_async_io_state(*lt, std::move(*s), std::move(o));
+    comm::async_io_state_write_buffer(*st, data, [&](comm::async_io_state& s, std::size_t) {
+      comm::close_async_io_state(s);
+      w.notify([&] { written = true; });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return written; }));
+  std::string got = recv_some(peer.get(), data.size() + 1, 10s);
+  ASSERT_EQ(got.size(), data.size());
+  EXPECT_EQ(sha256(got.data(), got.size()), sha256(data.data(), data.size()));
+  char c;
+  EXPECT_EQ(::recv(peer.get(), &c, 1, 0), 0) << "not a clean end: " << std::strerror(errno);
+}
+
 TEST_F(state_fixture, CreateFromASocketStreamKeepsItsBufferedInput) {
   auto [a, b] = tcp_pair();
   send_all(b.get(), "line one\nrest");

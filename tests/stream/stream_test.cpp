@@ -1,5 +1,6 @@
 // socket_stream over real loopback connections: data integrity, lines, iostream, timeouts, faults.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <future>
 #include <thread>
 
+#include "peers/tcp_pair.hpp"
 #include "stream/stream_helpers.hpp"
 
 using namespace comm;
@@ -271,6 +273,32 @@ TEST(SocketStream, CloseFlushesIsIdempotentAndReleasesDescriptor) {
     EXPECT_THROW(client.write_all(std::string_view("x")), socket_io_error);
   }
   EXPECT_EQ(open_fd_count(), before);
+}
+
+// Closing over input the user never read. Linux answers close() over unread data with a reset,
+// which throws away the output that has not left yet: here most of it, since the peer's receive
+// window is small and it reads nothing until close() returns. close() drops the unread input
+// first and, the peer having been seen writing, waits (up to the write timeout, as the peer reads
+// nothing) for the bytes to leave; the peer then gets every byte and a clean end of stream.
+TEST(SocketStream, CloseOverUnreadInputDeliversEveryByteThenAnEnd) {
+  auto [ours, theirs] = comm_test::tcp_pair({.their_receive_buffer = 4096, .our_send_buffer = 1 << 20});
+  const std::string request = "a request that is never read\n";
+  ASSERT_EQ(::send(theirs.get(), request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  socket_stream s(std::move(ours), {.write_timeout = 300ms});
+  pollfd p{s.native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  const auto data = random_bytes(200000, 31);
+  s.write_all(data.data(), data.size());
+  s.close();
+  std::string got;
+  char buf[65536];
+  ssize_t n = 0;
+  timeval tv{10, 0};
+  ASSERT_EQ(::setsockopt(theirs.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  while ((n = ::recv(theirs.get(), buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<std::size_t>(n));
+  EXPECT_EQ(n, 0) << "not a clean end: " << std::strerror(errno);
+  ASSERT_EQ(got.size(), data.size());
+  EXPECT_EQ(sha256_hex(got.data(), got.size()), sha256_hex(data.data(), data.size()));
 }
 
 TEST(SocketStream, MoveKeepsConnectionAndEmptiesSource) {
