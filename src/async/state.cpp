@@ -106,19 +106,16 @@ std::size_t state_impl::close(bool keep_alive, bool may_linger) noexcept {
   if (keep_alive) send_owed_now();
   else if (may_linger && start_linger(*c)) return buffered();
   else if (!may_linger && tls_ && tls_->engine) (void)tls_->transport.flush();
-  // More may arrive after the close while bytes are still unsent: a TLS 1.3 server's session
-  // tickets, or more from a peer that has sent what the user did not read. The socket then stays
-  // open, dropping what comes, until they have left (see begin_unsent_wait).
-  if (may_linger && !keep_alive && (tickets_may_come() || unread_input_dropped()) && begin_linger(*c, false))
-    return buffered();
+  // What arrived unread goes first (see close_socket), once. More may arrive after the close while
+  // bytes are still unsent: a TLS 1.3 server's session tickets, or more from a peer that has sent
+  // what the user did not read. The socket then stays open, dropping what comes, until they have
+  // left (see begin_unsent_wait).
+  const bool unread = !keep_alive && sock_ && discard_unread_input(sock_.get(), close_drain_limit).bytes > 0;
+  if (may_linger && !keep_alive && (tickets_may_come() || unread) && begin_linger(*c, false)) return buffered();
   drop_tls();
   c->remove(*this, sock_.get());
-  if (!keep_alive) close_socket();
+  if (!keep_alive) sock_.reset();  // its unread input was dropped just above
   return buffered();
-}
-
-bool state_impl::unread_input_dropped() noexcept {
-  return sock_ && discard_unread_input(sock_.get(), close_drain_limit).bytes > 0;
 }
 
 // What arrived unread goes first (session tickets, or data the user did not read), TLS or plain:

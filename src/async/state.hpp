@@ -199,7 +199,6 @@ class state_impl final : public async_io_state, public loop_member {
   // How long output that must still leave (a close_notify, records of done writes) may wait for
   // room: the write timeout, 10 s without one.
   milliseconds output_bound() const noexcept { return write_timeout_ ? *write_timeout_ : milliseconds(10'000); }
-  bool unread_input_dropped() noexcept;  // drops what arrived unread; true if there was any
   void close_socket() noexcept;
   std::exception_ptr owed_error_;  // sending what done writes left failed: every later write fails
   bool lingering_ = false;
