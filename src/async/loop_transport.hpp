@@ -126,7 +126,10 @@ class loop_transport final : public transport {
     pos_ = 0;
     ahead_ = std::move(b);
   }
-  std::span<const std::byte> unread() const noexcept { return {ahead_.get() + pos_, left()}; }
+  std::span<const std::byte> unread() const noexcept {
+    if (left() == 0) return {};  // the buffer may be gone (null) while pos_ still counts
+    return {ahead_.get() + pos_, left()};
+  }
   void clear_unread() noexcept {
     ahead_.reset();
     pos_ = end_ = 0;
