@@ -112,8 +112,11 @@ TEST(SocketFaults, EagainOnlyOnNonBlockingCallsAndOwesAnEpollEvent) {
   ASSERT_EQ(eagains, 1);
   // The kernel has no new edge to give, so only the owed synthetic event can answer at once.
   ASSERT_EQ(::epoll_wait(ep, got, 4, 0), 1);
-  EXPECT_EQ(got[0].data.u64, 0xabcdefu);
-  EXPECT_EQ(got[0].events, static_cast<std::uint32_t>(EPOLLIN));
+  // epoll_event is packed: copy the fields before EXPECT_EQ binds references to them.
+  const std::uint64_t data = got[0].data.u64;
+  const std::uint32_t events = got[0].events;
+  EXPECT_EQ(data, 0xabcdefu);
+  EXPECT_EQ(events, static_cast<std::uint32_t>(EPOLLIN));
   EXPECT_EQ(::epoll_wait(ep, got, 4, 0), 0);  // owed once only
   // A blocking read never says EAGAIN.
   for (int i = 0; i < 200; ++i) ASSERT_EQ(::recv(p.server, &c, 1, MSG_PEEK), 1);
