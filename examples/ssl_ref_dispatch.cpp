@@ -17,6 +17,8 @@ template <class... F>
 struct overloaded : F... {
   using F::operator()...;
 };
+template <class... F>
+overloaded(F...) -> overloaded<F...>;  // C++20 deduces it; clang 14 still needs the guide
 
 // What the implementation itself says about the cipher in use.
 std::string native_cipher(const comm::ssl_ref& ref) {

@@ -58,7 +58,8 @@ struct cross_case {
 class CrossImplementation : public ::testing::TestWithParam<cross_case> {};
 
 TEST_P(CrossImplementation, OneMegabyteEchoedWithMatchingFacts) {
-  const auto [client_impl, server_impl] = GetParam();
+  const auto client_impl = GetParam().client;
+  const auto server_impl = GetParam().server;
   const std::string data = random_bytes(1 << 20);
   loopback_listener l;
   std::string server_cipher;

@@ -48,7 +48,8 @@ std::map<std::string, std::string> parse(const std::vector<std::string>& lines, 
 class Keylog : public ::testing::TestWithParam<params> {};
 
 TEST_P(Keylog, BothSidesLogTheSameSecretsInNssFormat) {
-  const auto [impl, version] = GetParam();
+  const auto impl = std::get<0>(GetParam());
+  const auto version = std::get<1>(GetParam());
   keylog_sink client_log, server_log;
   auto server_ctx = server_with(impl, pki().good, [&](comm::ssl_context_options& o) {
     o.protocol_version.max = version;
@@ -101,7 +102,8 @@ TEST_P(Keylog, BothSidesLogTheSameSecretsInNssFormat) {
 
 // Off by default: a context without the callback logs nothing (and nothing breaks).
 TEST_P(Keylog, OffByDefault) {
-  const auto [impl, version] = GetParam();
+  const auto impl = std::get<0>(GetParam());
+  const auto version = std::get<1>(GetParam());
   comm::ssl_context_options o;
   EXPECT_FALSE(o.keylog_callback);
   auto server_ctx = server_with(impl, pki().good, [&](comm::ssl_context_options& so) { so.protocol_version.max = version; });

@@ -20,6 +20,8 @@ template <class... F>
 struct overloaded : F... {
   using F::operator()...;
 };
+template <class... F>
+overloaded(F...) -> overloaded<F...>;  // C++20 deduces it; clang 14 still needs the guide
 
 // The model's typecase on the native reference.
 std::string native_type(const comm::ssl_ref& ref) {
