@@ -22,7 +22,11 @@ targets=("${all_targets[@]}")
 [ $# -gt 0 ] && targets=("$@")
 
 export CC=${CC:-clang-14} CXX=${CXX:-clang++-14}
-san="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
+# UBSan's "function" check is left out: clang 14 cannot assemble it around coroutines ("Cannot
+# represent a difference across sections"), and C++ code calls no function through a cast pointer.
+# CI's sanitizer build (.ci/run) is this configuration with the tests added, so that the fuzz
+# targets link against the library it has built already.
+san="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=function -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCOMM_BUILD_FUZZ=ON -DCOMM_BUILD_BENCH=OFF -DCOMM_BUILD_EXAMPLES=OFF \
   -DCMAKE_CXX_FLAGS="$san" >/dev/null
