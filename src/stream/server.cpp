@@ -80,17 +80,20 @@ void server::impl::accept_loop(const std::shared_ptr<impl>& self) {
       continue;
     }
     if (!s) continue;
-    std::lock_guard lock(mutex);
-    if (stopping) break;
-    if (queue.size() + running >= options.max_connections) continue;  // closed at once
-    queue.push_back(std::move(*s));
-    if (idle == 0 && workers.size() < options.max_threads) {
-      try {
-        workers.emplace_back([this, self] { worker_loop(); });
-      } catch (...) {
-        if (workers.empty()) queue.clear();  // no thread at all could serve it
+    {
+      std::lock_guard lock(mutex);
+      if (stopping) break;
+      if (queue.size() + running >= options.max_connections) continue;  // closed at once
+      queue.push_back(std::move(*s));
+      if (idle == 0 && workers.size() < options.max_threads) {
+        try {
+          workers.emplace_back([this, self] { worker_loop(); });
+        } catch (...) {
+          if (workers.empty()) queue.clear();  // no thread at all could serve it
+        }
       }
     }
+    // Notified after the unlock: a worker woken under the lock would at once block on it again.
     cv.notify_one();
   }
   listener.close();  // the port is free as soon as accepting stops, even before the joins
