@@ -123,7 +123,11 @@ def handshakes(quick, inflight, resume):
     def metric(c, s, st):
         if c.get("errors", 0) or (resume and c.get("resumed", 0) < 0.9 * c.get("done", 0)):
             raise ValueError(f"handshakes: {c}")
-        return {"hs_s": c["hs_s"]}
+        figures = {"hs_s": c["hs_s"]}
+        if c.get("done") and "cpu_s" in c and s and "cpu_s" in s:  # CPU per handshake, each process
+            figures["client_us"] = c["cpu_s"] / c["done"] * 1e6
+            figures["server_us"] = s["cpu_s"] / c["done"] * 1e6
+        return figures
     return {"name": f"{what} handshakes, {inflight} in flight", "sides": sides, "rows": rows, "metric": metric,
             "timeout": millis / 1000 + 10}
 
@@ -310,6 +314,37 @@ def multicore_ratio():
     return {"name": "multi-core ratio", "derive": derive}
 
 
+def resumption_cpu():
+    """Where a resumed handshake's time goes, next to a full one's: CPU per handshake of the
+    client and the server (1 in flight, so the two add up to the time of one handshake), and
+    what the key exchange that resumption keeps (psk_dhe_ke) costs by the machine's reference."""
+    def derive():
+        rows = MEMO.get("_rows", {})
+        x25519 = MEMO.get("_reference", {}).get("X25519 ops/s")
+        out = []
+        for impl, label in (("openssl", "OpenSSL"), ("gnutls", "GnuTLS")):
+            sfx = "" if impl == "openssl" else "_gnutls"
+            for kind, api in (("comm", "socket_stream"), ("comm_async", "async_io_state")):
+                def cpu(what, key):
+                    name = f"TLS 1.3 {what} handshakes/s, 1 in flight, {api} ({label})"
+                    values = [r[key] for r in rows.get(name, {}).get("runs", {}).get(kind + sfx, []) if key in r]
+                    return statistics.median(values) if values else None
+                fc, fs, rc, rs = cpu("full", "client_us"), cpu("full", "server_us"), cpu("resumed", "client_us"), cpu("resumed", "server_us")
+                if None in (fc, fs, rc, rs):
+                    continue
+                notes = [f"CPU per handshake, us: full {fc + fs:.0f} (client {fc:.0f} + server {fs:.0f}), "
+                         f"resumed {rc + rs:.0f} (client {rc:.0f} + server {rs:.0f}), start-up included. "
+                         f"3x own full would need a resumed handshake of at most {(fc + fs) / 3:.0f} us."]
+                if x25519:
+                    notes.append(f"its X25519 exchange alone (a key pair and a shared secret on each side, "
+                                 f"4 x {1e6 / x25519:.1f} us at the reference rate) takes {4e6 / x25519:.0f} us.")
+                out.append({"name": f"Resumed handshake CPU, us (client + server), {api} ({label})", "comm": rc + rs,
+                            "asio": None, "raw": None, "ratio": _ratio(fc + fs, rc + rs), "met": "-",
+                            "target": "(reported; ratio = full / resumed CPU)", "notes": notes})
+        return out
+    return {"name": "resumed handshakes, CPU", "derive": derive}
+
+
 def workloads(quick):
     return [
         bulk(quick, True, 16 * 1024),
@@ -318,6 +353,7 @@ def workloads(quick):
         handshakes(quick, 1, False),
         handshakes(quick, 16, False),
         handshakes(quick, 1, True),
+        resumption_cpu(),
         latency(quick),
         memory(quick),
         multicore(quick, 1),
