@@ -98,6 +98,9 @@ def handshakes(quick, inflight, resume):
         for kind, prog in (("comm", "bench_comm_handshake"), ("comm_async", "bench_comm_async_handshake")):
             sides[kind + sfx] = side(prog, ["--role=server", "--tls", f"--impl={impl}"], ["--role=client", *common, f"--impl={impl}"])
     sides["asio"] = side("bench_asio_handshake", ["--role=server"], ["--role=client", *common])
+    # The floor: the same connect + 1-byte echo + close without TLS.
+    sides["raw"] = side("bench_raw_connect", ["--role=server"],
+                        ["--role=client", f"--inflight={inflight}", f"--millis={millis}"])
     what = "resumed" if resume else "full"
     rows = []
     for impl in IMPLS:
@@ -114,14 +117,14 @@ def handshakes(quick, inflight, resume):
                     if own is None:
                         return r, "n/a"
                     return r, ("yes" if own >= 3 else "no") + f" ({own:.2f}x own full)"
-                rows.append({"name": name, "key": "hs_s", "comm": kind + sfx, "judge": judge,
+                rows.append({"name": name, "key": "hs_s", "comm": kind + sfx, "raw": "raw", "judge": judge,
                              "target": ">= 3x comm's own full"})
             else:
-                rows.append({"name": name, "key": "hs_s", "comm": kind + sfx, "judge": at_least(1.2),
+                rows.append({"name": name, "key": "hs_s", "comm": kind + sfx, "raw": "raw", "judge": at_least(1.2),
                              "target": ">= 1.2x Asio (best implementation counts)"})
 
     def metric(c, s, st):
-        if c.get("errors", 0) or (resume and c.get("resumed", 0) < 0.9 * c.get("done", 0)):
+        if c.get("errors", 0) or (resume and c.get("tls", 1) and c.get("resumed", 0) < 0.9 * c.get("done", 0)):
             raise ValueError(f"handshakes: {c}")
         figures = {"hs_s": c["hs_s"]}
         if c.get("done") and "cpu_s" in c and s and "cpu_s" in s:  # CPU per handshake, each process
@@ -129,7 +132,8 @@ def handshakes(quick, inflight, resume):
             figures["server_us"] = s["cpu_s"] / c["done"] * 1e6
         return figures
     return {"name": f"{what} handshakes, {inflight} in flight", "sides": sides, "rows": rows, "metric": metric,
-            "timeout": millis / 1000 + 10}
+            "timeout": millis / 1000 + 10,
+            "notes": ["raw = the same connect + 1-byte echo + close without TLS (bench_raw_connect): the floor."]}
 
 
 def latency(quick):
@@ -333,6 +337,7 @@ def resumption_cpu():
                     return (statistics.median(c), statistics.median(s)) if c and s else None
                 full, resumed = cpu("full", kind + sfx), cpu("resumed", kind + sfx)
                 peer_full, peer_resumed = cpu("full", "asio"), cpu("resumed", "asio")
+                tcp = cpu("resumed", "raw") or cpu("full", "raw")
                 if full is None or resumed is None:
                     continue
                 notes = [f"CPU per handshake, us: full {sum(full):.0f} (client {full[0]:.0f} + server {full[1]:.0f}), "
@@ -343,6 +348,9 @@ def resumption_cpu():
                     notes.append(f"Asio: full {sum(peer_full):.0f} us, resumed {sum(peer_resumed):.0f} us "
                                  f"(client {peer_resumed[0]:.0f} + server {peer_resumed[1]:.0f}): "
                                  f"full / resumed = {sum(peer_full) / sum(peer_resumed):.2f}.")
+                if tcp:
+                    notes.append(f"The same connection without TLS (raw): {sum(tcp):.0f} us "
+                                 f"(client {tcp[0]:.0f} + server {tcp[1]:.0f}).")
                 if x25519:
                     notes.append(f"The X25519 exchange that resumption keeps (a key pair and a shared secret on "
                                  f"each side, 4 x {1e6 / x25519:.1f} us at the reference rate) takes {4e6 / x25519:.0f} us.")

@@ -1,0 +1,78 @@
+// Raw floor of the handshake workloads: what a connection costs without TLS. Each of --inflight
+// client threads repeats connect + a 1-byte echo + close for --millis, as the handshake programs
+// do around their TLS handshake; the server accepts on one thread and echoes on a thread per
+// connection, as start_up_server hands each connection to a worker. Reports connections/s and,
+// with the server's CPU, what TCP set-up and teardown alone cost per connection on this machine.
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "../common/bench_common.hpp"
+#include "raw_socket.hpp"
+
+using namespace bench_raw;
+
+int main(int argc, char** argv) try {
+  bench::args a(argc, argv);
+  bench::limit_lifetime(a);
+
+  if (a.require("role") == "server") {
+    unsigned port = 0;
+    fd_guard lfd(listen_loopback(port));
+    bench::announce_port(port);
+    std::thread([&] {
+      while (true) {
+        int c = ::accept(lfd.fd, nullptr, nullptr);
+        if (c < 0) continue;
+        std::thread([c] {
+          fd_guard conn(c);
+          nodelay(c);
+          char b;
+          try {
+            recv_all(c, &b, 1);
+            send_all(c, &b, 1);  // then close, as the handshake servers' handlers return
+          } catch (const std::exception&) {
+          }
+        }).detach();
+      }
+    }).detach();
+    bench::wait_stdin_eof();
+    bench::json_line().add("cpu_s", bench::cpu_seconds()).add("rss_kib", static_cast<double>(bench::rss_kib())).print();
+    _exit(0);
+  }
+
+  const auto port = static_cast<unsigned>(a.num("port", 0));
+  const auto deadline = bench::clock::now() + std::chrono::milliseconds(a.num("millis", 2000));
+  std::atomic<long> done{0}, errors{0};
+  auto t0 = bench::clock::now();
+  std::vector<std::thread> threads;
+  for (long long i = 0; i < a.num("inflight", 1); ++i) {
+    threads.emplace_back([&] {
+      while (bench::clock::now() < deadline && errors < 1000) {
+        try {
+          fd_guard s(connect_loopback(port));
+          char b = 'h';
+          send_all(s.fd, &b, 1);
+          recv_all(s.fd, &b, 1);
+          ++done;
+        } catch (const std::exception& e) {
+          if (errors++ == 0) std::fprintf(stderr, "bench_raw_connect: %s\n", e.what());
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  double elapsed = bench::seconds_since(t0);
+  bench::json_line()
+      .add("hs_s", static_cast<double>(done) / elapsed)
+      .add("done", static_cast<double>(done))
+      .add("errors", static_cast<double>(errors))
+      .add("tls", 0)  // nothing to resume: the runner's resumption check does not apply
+      .add("cpu_s", bench::cpu_seconds())
+      .print();
+  return errors == 0 ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_raw_connect: %s\n", e.what());
+  return 1;
+}
