@@ -17,29 +17,17 @@ int main(int argc, char** argv) try {
   std::vector<char> buf(size, 'x');
 
   if (a.require("role") == "server") {
-    unsigned port = 0;
-    fd_guard lfd(listen_loopback(port));
-    bench::announce_port(port);
-    // A thread that accepts one connection at a time; stdin EOF ends the process.
-    std::thread([&] {
-      while (true) {
-        int c = ::accept(lfd.fd, nullptr, nullptr);
-        if (c < 0) continue;
-        fd_guard conn(c);
-        nodelay(c);
-        std::uint64_t left = total;
-        while (left > 0) {
-          ssize_t r = ::recv(c, buf.data(), buf.size(), 0);
-          if (r <= 0) break;
-          left -= std::min<std::uint64_t>(static_cast<std::uint64_t>(r), left);
-        }
-        if (left == 0) send_all(c, "!", 1);
-      }
-    }).detach();
-    bench::wait_stdin_eof();
-    bench::json_line().add("cpu_s", bench::cpu_seconds()).add("rss_kib", static_cast<double>(bench::rss_kib())).print();
-    std::fflush(stdout);
-    _exit(0);  // the accept thread is blocked in accept(); nothing to clean up
+    run_server(
+        [&](int c) {
+          std::uint64_t left = total;
+          while (left > 0) {
+            ssize_t r = ::recv(c, buf.data(), buf.size(), 0);
+            if (r <= 0) break;
+            left -= std::min<std::uint64_t>(static_cast<std::uint64_t>(r), left);
+          }
+          if (left == 0) send_all(c, "!", 1);
+        },
+        false);
   }
 
   fd_guard s(connect_loopback(static_cast<unsigned>(a.num("port", 0))));

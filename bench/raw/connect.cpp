@@ -18,28 +18,13 @@ int main(int argc, char** argv) try {
   bench::limit_lifetime(a);
 
   if (a.require("role") == "server") {
-    unsigned port = 0;
-    fd_guard lfd(listen_loopback(port));
-    bench::announce_port(port);
-    std::thread([&] {
-      while (true) {
-        int c = ::accept(lfd.fd, nullptr, nullptr);
-        if (c < 0) continue;
-        std::thread([c] {
-          fd_guard conn(c);
-          nodelay(c);
+    run_server(
+        [](int c) {
           char b;
-          try {
-            recv_all(c, &b, 1);
-            send_all(c, &b, 1);  // then close, as the handshake servers' handlers return
-          } catch (const std::exception&) {
-          }
-        }).detach();
-      }
-    }).detach();
-    bench::wait_stdin_eof();
-    bench::json_line().add("cpu_s", bench::cpu_seconds()).add("rss_kib", static_cast<double>(bench::rss_kib())).print();
-    _exit(0);
+          recv_all(c, &b, 1);
+          send_all(c, &b, 1);  // then close, as the handshake servers' handlers return
+        },
+        true);
   }
 
   const auto port = static_cast<unsigned>(a.num("port", 0));

@@ -59,34 +59,18 @@ int main(int argc, char** argv) try {
   const bool use_epoll = a.flag("epoll");
 
   if (a.require("role") == "server") {
-    unsigned port = 0;
-    fd_guard lfd(listen_loopback(port));
-    bench::announce_port(port);
-    std::thread([&] {
-      while (true) {
-        int c = ::accept(lfd.fd, nullptr, nullptr);
-        if (c < 0) continue;
-        std::thread([c, use_epoll] {
-          fd_guard conn(c);
-          nodelay(c);
+    run_server(
+        [use_epoll](int c) {
           std::optional<epoll_reader> reader;
           if (use_epoll) reader.emplace(c);
           char buf[1024];
           while (true) {
             ssize_t r = reader ? reader->recv_some(buf, sizeof buf) : ::recv(c, buf, sizeof buf, 0);
             if (r <= 0) return;
-            try {
-              send_all(c, buf, static_cast<std::size_t>(r));
-            } catch (const std::exception&) {
-              return;
-            }
+            send_all(c, buf, static_cast<std::size_t>(r));
           }
-        }).detach();
-      }
-    }).detach();
-    bench::wait_stdin_eof();
-    bench::json_line().add("cpu_s", bench::cpu_seconds()).add("rss_kib", static_cast<double>(bench::rss_kib())).print();
-    _exit(0);
+        },
+        true);
   }
 
   fd_guard s(connect_loopback(static_cast<unsigned>(a.num("port", 0))));

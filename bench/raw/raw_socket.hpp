@@ -8,10 +8,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
+
+#include "../common/bench_common.hpp"
 
 namespace bench_raw {
 
@@ -80,6 +84,37 @@ inline void recv_all(int fd, char* p, std::size_t n) {
     p += r;
     n -= static_cast<std::size_t>(r);
   }
+}
+
+// The raw servers' frame: listen on 127.0.0.1 and announce the port; a thread accepts and hands
+// each connection (TCP_NODELAY set, closed when serve returns) to serve(fd), on the accept thread
+// itself (one connection at a time) or, with thread_per_connection, on a thread of its own. The
+// end of stdin ends the process, after its CPU and RSS are printed.
+template <class Serve>
+[[noreturn]] void run_server(Serve serve, bool thread_per_connection) {
+  unsigned port = 0;
+  fd_guard lfd(listen_loopback(port));
+  bench::announce_port(port);
+  std::thread([&] {
+    while (true) {
+      int c = ::accept(lfd.fd, nullptr, nullptr);
+      if (c < 0) continue;
+      auto run = [c, &serve] {
+        fd_guard conn(c);
+        nodelay(c);
+        try {
+          serve(c);
+        } catch (const std::exception&) {
+        }
+      };
+      if (thread_per_connection) std::thread(run).detach();
+      else run();
+    }
+  }).detach();
+  bench::wait_stdin_eof();
+  bench::json_line().add("cpu_s", bench::cpu_seconds()).add("rss_kib", static_cast<double>(bench::rss_kib())).print();
+  std::fflush(stdout);
+  _exit(0);  // the accept thread is blocked in accept(); nothing to clean up
 }
 
 }  // namespace bench_raw
