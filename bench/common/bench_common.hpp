@@ -11,12 +11,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -64,6 +66,45 @@ using clock = std::chrono::steady_clock;
 
 inline double seconds_since(clock::time_point t0) {
   return std::chrono::duration<double>(clock::now() - t0).count();
+}
+
+// The blocking handshake clients' loop: attempt() again and again on `threads` threads until the
+// deadline, or until 1,000 attempts have failed in all. An attempt fails by throwing; the first
+// failure's text is kept.
+struct attempts {
+  long done = 0, errors = 0;
+  double seconds = 0;
+  std::string first_error;
+  double per_second() const { return static_cast<double>(done) / seconds; }
+};
+
+template <class Attempt>
+attempts repeat_on_threads(long long threads, clock::time_point deadline, Attempt attempt) {
+  std::atomic<long> done{0}, errors{0};
+  std::mutex m;
+  attempts out;
+  auto t0 = clock::now();
+  std::vector<std::thread> pool;
+  for (long long i = 0; i < threads; ++i) {
+    pool.emplace_back([&] {
+      while (clock::now() < deadline && errors < 1000) {
+        try {
+          attempt();
+          ++done;
+        } catch (const std::exception& e) {
+          if (errors++ == 0) {
+            std::lock_guard lock(m);
+            out.first_error = e.what();
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  out.seconds = seconds_since(t0);
+  out.done = done;
+  out.errors = errors;
+  return out;
 }
 
 // Resident set size of a process (self by default), in KiB, from /proc.

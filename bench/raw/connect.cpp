@@ -3,7 +3,6 @@
 // do around their TLS handshake; the server accepts on one thread and echoes on a thread per
 // connection, as start_up_server hands each connection to a worker. Reports connections/s and,
 // with the server's CPU, what TCP set-up and teardown alone cost per connection on this machine.
-#include <atomic>
 #include <cstdio>
 #include <thread>
 #include <vector>
@@ -29,34 +28,21 @@ int main(int argc, char** argv) try {
 
   const auto port = static_cast<unsigned>(a.num("port", 0));
   const auto deadline = bench::clock::now() + std::chrono::milliseconds(a.num("millis", 2000));
-  std::atomic<long> done{0}, errors{0};
-  auto t0 = bench::clock::now();
-  std::vector<std::thread> threads;
-  for (long long i = 0; i < a.num("inflight", 1); ++i) {
-    threads.emplace_back([&] {
-      while (bench::clock::now() < deadline && errors < 1000) {
-        try {
-          fd_guard s(connect_loopback(port));
-          char b = 'h';
-          send_all(s.fd, &b, 1);
-          recv_all(s.fd, &b, 1);
-          ++done;
-        } catch (const std::exception& e) {
-          if (errors++ == 0) std::fprintf(stderr, "bench_raw_connect: %s\n", e.what());
-        }
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  double elapsed = bench::seconds_since(t0);
+  auto r = bench::repeat_on_threads(a.num("inflight", 1), deadline, [&] {
+    fd_guard s(connect_loopback(port));
+    char b = 'h';
+    send_all(s.fd, &b, 1);
+    recv_all(s.fd, &b, 1);
+  });
+  if (!r.first_error.empty()) std::fprintf(stderr, "bench_raw_connect: %s\n", r.first_error.c_str());
   bench::json_line()
-      .add("hs_s", static_cast<double>(done) / elapsed)
-      .add("done", static_cast<double>(done))
-      .add("errors", static_cast<double>(errors))
+      .add("hs_s", r.per_second())
+      .add("done", static_cast<double>(r.done))
+      .add("errors", static_cast<double>(r.errors))
       .add("tls", 0)  // nothing to resume: the runner's resumption check does not apply
       .add("cpu_s", bench::cpu_seconds())
       .print();
-  return errors == 0 ? 0 : 1;
+  return r.errors == 0 ? 0 : 1;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_raw_connect: %s\n", e.what());
   return 1;
