@@ -357,6 +357,10 @@ using ssl_callback = std::function<void(async_io_state&, std::exception_ptr)>;
 // Attaches and (unless options.defer_handshake) handshakes. On failure TLS is not attached (an
 // adopted native handle is freed). Timeout: ssl_handshake_timeout and read_status timeout; clean
 // close by the peer: ssl_closed and read_status eof.
+// The handshake's last flight (a client's Finished, a server's session tickets) is owed when the
+// callback runs, like the records of a done write (write_buffer): what the callback writes at once
+// leaves with it in one send, and in any case it leaves before the loop waits again. The same
+// holds for the handshake of accept and connect with an ssl_ctx, before their callbacks.
 void async_io_state_attach_ssl(async_io_state& state, attach_ssl_options options, ssl_callback callback);
 // Runs (or finishes) the handshake of an attached connection; on failure TLS is removed.
 void async_io_state_handshake(async_io_state& state, ssl_callback callback,

@@ -94,6 +94,8 @@ void state_impl::drive() {
   }
   // Still moving after the rounds: continue after the other connections had their turn.
   if (progress && coll_ != nullptr && (ssl_ || read_ || write_)) schedule_drive();
+  // No write will carry what is owed (a handshake's last flight): it goes before the loop waits.
+  if (coll_ != nullptr && !ssl_ && !write_) send_owed();
   maybe_run_shutdown();
 }
 

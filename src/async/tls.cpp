@@ -85,13 +85,20 @@ bool state_impl::step_ssl() {
     return true;
   }
   if (ssl_->kind == ssl_op_kind::handshake) {
-    // Corked: what one call makes leaves in one send (a TLS 1.3 server's session tickets go out
-    // with nothing else otherwise).
+    // Corked: what one call makes leaves in one send. The flight that ends the handshake (a
+    // client's Finished, a server's session tickets) stays in the cork: what the callback writes
+    // at once joins it, one send and one segment for both, so the peer wakes once for them. If
+    // the callback writes nothing, it leaves before the loop waits again (drive), like the
+    // records of a done write: owed, a failed send fails the next write, close() lingers for it.
     auto& t = tls_->transport;
     t.blocked = false;
     t.cork();
     auto r = e->handshake();
-    io_result sent = t.uncork();
+    io_result sent{};
+    if (r.status == tls_status::done)
+      t.hold();
+    else
+      sent = t.uncork();
     // A failed or closed handshake reports the engine's outcome (its alert went out best
     // effort), not the transport's.
     const bool going = r.status == tls_status::done || r.status == tls_status::want_input ||
@@ -102,7 +109,6 @@ bool state_impl::step_ssl() {
     }
     switch (r.status) {
       case tls_status::done:
-        if (t.pending_output() > 0) return false;  // the last flight must leave first: wait for output
         finish_ssl(nullptr);
         return true;
       case tls_status::want_input:

@@ -349,6 +349,96 @@ TEST_P(AsyncTlsCoalescing, QueuedWritesLeaveInFewSends) {
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCoalescing, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
 
+// The flight that ends a handshake leaves with what the callback writes at once: the client's
+// Finished with its first request, the server's session tickets with its first reply. A TLS 1.3
+// connection and one echo then take four sends in all (ClientHello; the server's flight;
+// Finished + request; tickets + reply), where sending each flight on its own took six with
+// OpenSSL and five with GnuTLS, and the peer woke for each. Sends are counted on both ends, from before the connect until the reply
+// is read; the bytes echoed are checked as well.
+TEST_P(AsyncTlsCoalescing, HandshakeEndLeavesWithTheFirstWrite) {
+  fault::scope faults;
+  const fault::plan calm = fault_test::calm_plan();
+  struct {
+    async_test::waiter w;
+    bool done = false;
+    std::uint64_t sends = 0;
+    std::string received, failure;
+  } run;
+  echo_record rec;
+  {
+    echo_server server(GetParam(), rec, true);
+    fault::watch_port(server.port(), calm, calm);
+    async_test::loop_thread client_loop("handshake end client");
+    const std::uint64_t before = fault::totals().writes;
+    connect_tls_client(
+        client_loop, server.port(), GetParam(),
+        [&](comm::async_io_state& s) {
+          comm::async_io_state_write_buffer(s, std::string("ping"), {});
+          comm::async_io_state_read_with_checking(s, [&, before](comm::async_io_state& st, std::span<const std::byte> d) {
+            run.received.append(reinterpret_cast<const char*>(d.data()), d.size());
+            comm::async_io_state_discard(st, d.size());
+            if (st.read_status() != io_status::ok || run.received.size() >= 4) {
+              const std::uint64_t sends = fault::totals().writes - before;
+              if (st.read_status() != io_status::ok) run.failure = "read: " + error_text(st.read_error());
+              run.w.notify([&] { run.sends = sends, run.done = true; });
+              comm::async_io_state_finish(st);
+              comm::close_async_io_state(st);
+            }
+          });
+        },
+        [&](std::string why) { run.w.notify([&] { run.failure = why, run.done = true; }); });
+    ASSERT_TRUE(run.w.wait([&] { return run.done; }, 10s)) << "received " << run.received.size() << " bytes";
+  }
+  EXPECT_EQ(run.failure, "");
+  EXPECT_EQ(run.received, "ping");
+  EXPECT_EQ(run.sends, 4u) << "sends from the connect to the echo, both ends";
+}
+
+// A callback that writes nothing (nor reads): the client's Finished still leaves before its loop
+// waits, so the server's handshake completes and its accept callback runs.
+TEST_P(AsyncTlsCoalescing, HandshakeEndLeavesWithoutAWrite) {
+  fault::scope faults;
+  const fault::plan calm = fault_test::calm_plan();
+  struct {
+    async_test::waiter w;
+    bool connected = false, accepted = false;
+    std::string failure;
+  } run;
+  std::shared_ptr<comm::async_io_state> client;
+  async_test::loop_thread server_loop("handshake end server");
+  auto handle = server_loop.call([&] {
+    comm::accept_options o;
+    o.address = "127.0.0.1";
+    o.ssl_ctx = fault_test::server_ctx(GetParam());
+    o.handshake_timeout = io_bound;
+    o.ssl_error_callback = [&](std::exception_ptr e, std::optional<comm::endpoint>) {
+      run.w.notify([&] { run.failure = "server handshake: " + error_text(e); });
+    };
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *server_loop, "0", [&](comm::accepting_handle&, comm::async_io_state&) { run.w.notify([&] { run.accepted = true; }); },
+        std::move(o));
+  });
+  fault::watch_port(handle->local_port(), calm, calm);
+  {
+    async_test::loop_thread client_loop("handshake end client");
+    connect_tls_client(
+        client_loop, handle->local_port(), GetParam(),
+        [&](comm::async_io_state& s) {
+          client = s.shared_from_this();  // kept open, nothing started
+          run.w.notify([&] { run.connected = true; });
+        },
+        [&](std::string why) { run.w.notify([&] { run.failure = why; }); });
+    EXPECT_TRUE(run.w.wait([&] { return (run.connected && run.accepted) || !run.failure.empty(); }, 10s))
+        << "connected " << run.connected << ", accepted " << run.accepted;
+    EXPECT_EQ(run.failure, "");
+    client_loop.call([&] {
+      if (client) comm::close_async_io_state(*client);
+      client.reset();
+    });
+  }
+  server_loop.call([&] { comm::close_accepting_handle(*handle); });
+}
+
 class AsyncPlainFaults : public ::testing::TestWithParam<std::tuple<fault::chunking, std::uint64_t>> {};
 
 TEST_P(AsyncPlainFaults, EchoIsIdentical) {
