@@ -28,6 +28,7 @@ class record_cork {
   void uncork() noexcept { corked_ = false; }
   bool full() const noexcept { return end_ >= limit; }
   std::size_t pending() const noexcept { return end_ - pos_; }
+  std::size_t buffer_size() const noexcept { return cap_; }  // what it holds allocated (0: none)
 
   // The transport's write. send(data, size) -> io_result is one non-blocking send.
   template <class Send>
@@ -37,7 +38,7 @@ class record_cork {
         if (io_result r = flush(send); r.error != 0) return r;  // full: make room first
         if (size > room()) return send(data, size);                // larger than any record
       }
-      if (!buf_) buf_ = std::make_unique_for_overwrite<std::byte[]>(capacity);
+      reserve(end_ + size);
       std::memcpy(buf_.get() + end_, data, size);
       end_ += size;
       return {size, 0};
@@ -50,7 +51,7 @@ class record_cork {
   // Forgets what is pending (an abort, or TLS taken off after a failure).
   void discard() noexcept {
     buf_.reset();
-    pos_ = end_ = 0;
+    cap_ = pos_ = end_ = 0;
   }
 
   // Sends what is pending: {0, 0} once all has left, else the send's error (EAGAIN: some remains).
@@ -62,7 +63,7 @@ class record_cork {
       pos_ += r.bytes;
     }
     buf_.reset();
-    pos_ = end_ = 0;
+    cap_ = pos_ = end_ = 0;
     return {0, 0};
   }
 
@@ -75,9 +76,23 @@ class record_cork {
     }
     return capacity - end_;
   }
+  // Handshake flights and small records take a small buffer (a TLS 1.3 server's session tickets
+  // are a few hundred bytes); full records take the whole capacity at once, so that a burst of
+  // them is never copied to grow it.
+  void reserve(std::size_t need) {
+    if (need <= cap_) return;
+    std::size_t cap = need > small ? capacity : small;
+    auto b = std::make_unique_for_overwrite<std::byte[]>(cap);
+    if (end_ > pos_) std::memcpy(b.get(), buf_.get() + pos_, end_ - pos_);
+    end_ -= pos_;
+    pos_ = 0;
+    buf_ = std::move(b);
+    cap_ = cap;
+  }
+  static constexpr std::size_t small = 4 * 1024;
 
   std::unique_ptr<std::byte[]> buf_;  // the records not yet sent: [pos_, end_)
-  std::size_t pos_ = 0, end_ = 0;
+  std::size_t cap_ = 0, pos_ = 0, end_ = 0;  // cap_: the buffer's size (0: none)
   bool corked_ = false;
 };
 
