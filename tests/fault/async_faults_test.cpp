@@ -33,6 +33,7 @@ struct client_run {
   io_status end_status = io_status::ok;
   std::exception_ptr error;
   std::string failure;  // connect, write or shutdown failure
+  std::uint64_t sends = 0;  // counted by the coalescing tests
 };
 
 // The bound on each connect, handshake, read and write of the echo runs. It only ends a hang: a
@@ -300,12 +301,8 @@ TEST_P(AsyncTlsCoalescing, QueuedWritesLeaveInFewSends) {
   const fault::plan calm = fault_test::calm_plan();
   static constexpr int writes = 64;
   const std::string payload = random_bytes(writes * 100, 77);
-  struct {
-    async_test::waiter w;
-    bool done = false;
+  struct : client_run {
     std::vector<int> order;  // loop thread until done
-    std::uint64_t sends = 0;
-    std::string received, failure;
   } run;
   echo_record rec;
   {
@@ -358,12 +355,7 @@ INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCoalescing, ::testing::ValuesI
 TEST_P(AsyncTlsCoalescing, HandshakeEndLeavesWithTheFirstWrite) {
   fault::scope faults;
   const fault::plan calm = fault_test::calm_plan();
-  struct {
-    async_test::waiter w;
-    bool done = false;
-    std::uint64_t sends = 0;
-    std::string received, failure;
-  } run;
+  client_run run;
   echo_record rec;
   {
     echo_server server(GetParam(), rec, true);

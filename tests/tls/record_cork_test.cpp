@@ -29,81 +29,77 @@ struct recording_send {
 
 std::string record(char c, std::size_t n) { return std::string(n, c); }
 
-TEST(RecordCork, CorkedRecordsLeaveInOneSendInOrder) {
+class RecordCork : public ::testing::Test {
+ protected:
+  io_result write(const std::string& r) { return cork.write(r.data(), r.size(), send); }
+  io_result flush() { return cork.flush(send); }
   record_cork cork;
   recording_send send;
-  auto s = [&](const void* d, std::size_t n) { return send(d, n); };
+};
+
+TEST_F(RecordCork, CorkedRecordsLeaveInOneSendInOrder) {
   cork.cork();
   for (char c : {'a', 'b', 'c'}) {
     std::string r = record(c, 100);
-    EXPECT_EQ(cork.write(r.data(), r.size(), s).bytes, 100u);
+    EXPECT_EQ(write(r).bytes, 100u);
   }
   cork.uncork();
   EXPECT_TRUE(send.sends.empty());
   EXPECT_EQ(cork.pending(), 300u);
-  EXPECT_EQ(cork.flush(s).error, 0);
+  EXPECT_EQ(flush().error, 0);
   ASSERT_EQ(send.sends.size(), 1u);
   EXPECT_EQ(send.sends[0], record('a', 100) + record('b', 100) + record('c', 100));
   EXPECT_EQ(cork.pending(), 0u);
   EXPECT_EQ(cork.buffer_size(), 0u);
 }
 
-TEST(RecordCork, HeldFlightGoesBeforeALaterUncorkedWrite) {
-  record_cork cork;
-  recording_send send;
-  auto s = [&](const void* d, std::size_t n) { return send(d, n); };
+TEST_F(RecordCork, HeldFlightGoesBeforeALaterUncorkedWrite) {
   cork.cork();
   std::string tickets = record('t', 300);
-  cork.write(tickets.data(), tickets.size(), s);
+  write(tickets);
   cork.uncork();  // held: nothing sent yet
   std::string reply = record('r', 64);
-  EXPECT_EQ(cork.write(reply.data(), reply.size(), s).bytes, 64u);
+  EXPECT_EQ(write(reply).bytes, 64u);
   ASSERT_EQ(send.sends.size(), 2u);
   EXPECT_EQ(send.sends[0], tickets);
   EXPECT_EQ(send.sends[1], reply);
 }
 
-TEST(RecordCork, SmallBufferForAFlightWholeOneForFullRecords) {
-  record_cork cork;
-  recording_send send;
-  auto s = [&](const void* d, std::size_t n) { return send(d, n); };
+TEST_F(RecordCork, SmallBufferForAFlightWholeOneForFullRecords) {
   cork.cork();
   std::string finished = record('f', 300);
-  cork.write(finished.data(), finished.size(), s);
+  write(finished);
   EXPECT_EQ(cork.buffer_size(), 4096u);
   std::string full = record('x', 16 * 1024 + 22);
-  cork.write(full.data(), full.size(), s);  // grows once, keeping what it held
+  write(full);  // grows once, keeping what it held
   EXPECT_EQ(cork.buffer_size(), record_cork::capacity);
-  EXPECT_EQ(cork.flush(s).error, 0);
+  EXPECT_EQ(flush().error, 0);
   ASSERT_EQ(send.sends.size(), 1u);
   EXPECT_EQ(send.sends[0], finished + full);
   EXPECT_EQ(cork.buffer_size(), 0u);
-  cork.write(full.data(), full.size(), s);  // a full record first: the whole buffer at once
+  write(full);  // a full record first: the whole buffer at once
   EXPECT_EQ(cork.buffer_size(), record_cork::capacity);
 }
 
-TEST(RecordCork, FullCorkMakesRoomAndAShortSendKeepsTheRestInOrder) {
-  record_cork cork;
-  recording_send send;
-  auto s = [&](const void* d, std::size_t n) { return send(d, n); };
+TEST_F(RecordCork, FullCorkMakesRoomAndAShortSendKeepsTheRestInOrder) {
   const std::size_t len = 16 * 1024 + 22;  // a full record
   std::vector<std::string> records;
   for (int i = 0; i < 6; ++i) records.push_back(record(static_cast<char>('a' + i), len));
   cork.cork();
   send.room = 0;
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(cork.write(records[i].data(), len, s).bytes, len);  // within capacity
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(write(records[i]).bytes, len);  // within capacity
   EXPECT_TRUE(send.sends.empty());
   EXPECT_TRUE(cork.full());
   // The sixth does not fit: the cork sends to make room, the socket takes 10000 bytes, then EAGAIN.
   send.room = 10000;
-  EXPECT_EQ(cork.write(records[5].data(), len, s).error, EAGAIN);
+  EXPECT_EQ(write(records[5]).error, EAGAIN);
   ASSERT_EQ(send.sends.size(), 1u);
   EXPECT_EQ(send.sends[0], records[0].substr(0, 10000));
   EXPECT_EQ(cork.pending(), 5 * len - 10000);
   // Room again: the retried write goes after the rest, nothing lost or reordered.
   send.room = ~std::size_t{0};
-  EXPECT_EQ(cork.write(records[5].data(), len, s).bytes, len);
-  EXPECT_EQ(cork.flush(s).error, 0);
+  EXPECT_EQ(write(records[5]).bytes, len);
+  EXPECT_EQ(flush().error, 0);
   std::string sent, expected;
   for (auto& x : send.sends) sent += x;
   for (auto& r : records) expected += r;
