@@ -3,7 +3,8 @@
 // send per record. Between cork() and flush() the transport keeps the records here instead (up to
 // `limit` bytes) and they leave in one send. What the socket does not take stays pending and goes
 // before anything written later; the driver flushes until nothing is pending before it reports a
-// write or a handshake done. The buffer exists only while it holds bytes.
+// write or a handshake done, except where it owes them (async_io_state: a write-behind, the last
+// flight of a handshake). The buffer exists only while it holds bytes.
 #pragma once
 
 #include <cerrno>
