@@ -115,14 +115,7 @@ int main(int argc, char** argv) try {
   double elapsed = bench::seconds_since(t0);
   if (st.session) SSL_SESSION_free(st.session);
   (void)seconds;
-  bench::json_line()
-      .add("hs_s", static_cast<double>(st.done) / elapsed)
-      .add("done", static_cast<double>(st.done))
-      .add("resumed", static_cast<double>(st.resumed))
-      .add("errors", static_cast<double>(st.errors))
-      .add("cpu_s", bench::cpu_seconds())
-      .print();
-  return st.errors == 0 ? 0 : 1;
+  return bench::print_handshakes(static_cast<double>(st.done) / elapsed, st.done, st.resumed, st.errors);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_asio_handshake: %s\n", e.what());
   return 1;

@@ -72,14 +72,7 @@ int main(int argc, char** argv) try {
   comm::loop_processing_wait_state_collection(*loop);
   double elapsed = bench::seconds_since(t0);
   if (!c.first_error.empty()) std::fprintf(stderr, "bench_comm_async_handshake: %s\n", c.first_error.c_str());
-  bench::json_line()
-      .add("hs_s", static_cast<double>(c.done) / elapsed)
-      .add("done", static_cast<double>(c.done))
-      .add("resumed", static_cast<double>(c.resumed))
-      .add("errors", static_cast<double>(c.errors))
-      .add("cpu_s", bench::cpu_seconds())
-      .print();
-  return c.errors == 0 ? 0 : 1;
+  return bench::print_handshakes(static_cast<double>(c.done) / elapsed, c.done, c.resumed, c.errors);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_comm_async_handshake: %s\n", e.what());
   return 1;

@@ -31,14 +31,7 @@ int main(int argc, char** argv) try {
     if (comm::ssl_connection_session_reused(s)) ++resumed;
   });
   if (!r.first_error.empty()) std::fprintf(stderr, "bench_comm_handshake: %s\n", r.first_error.c_str());
-  bench::json_line()
-      .add("hs_s", r.per_second())
-      .add("done", static_cast<double>(r.done))
-      .add("resumed", static_cast<double>(resumed))
-      .add("errors", static_cast<double>(r.errors))
-      .add("cpu_s", bench::cpu_seconds())
-      .print();
-  return r.errors == 0 ? 0 : 1;
+  return bench::print_handshakes(r.per_second(), r.done, resumed.load(), r.errors);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_comm_handshake: %s\n", e.what());
   return 1;

@@ -195,6 +195,20 @@ class json_line {
   std::vector<std::string> items_;
 };
 
+// The result line of every handshake program (comm, Asio, raw), one schema for the runner:
+// rate, handshakes done, resumed (none: no TLS, so the runner's resumption check does not apply),
+// errors and the process's CPU. Returns the exit status: 0 without errors.
+inline int print_handshakes(double per_second, long long done, std::optional<long long> resumed, long long errors) {
+  json_line j;
+  j.add("hs_s", per_second).add("done", static_cast<double>(done));
+  if (resumed)
+    j.add("resumed", static_cast<double>(*resumed));
+  else
+    j.add("tls", 0);
+  j.add("errors", static_cast<double>(errors)).add("cpu_s", cpu_seconds()).print();
+  return errors == 0 ? 0 : 1;
+}
+
 // Percentile (0..100) of a sample set, nearest-rank.
 inline double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;

@@ -35,14 +35,7 @@ int main(int argc, char** argv) try {
     recv_all(s.fd, &b, 1);
   });
   if (!r.first_error.empty()) std::fprintf(stderr, "bench_raw_connect: %s\n", r.first_error.c_str());
-  bench::json_line()
-      .add("hs_s", r.per_second())
-      .add("done", static_cast<double>(r.done))
-      .add("errors", static_cast<double>(r.errors))
-      .add("tls", 0)  // nothing to resume: the runner's resumption check does not apply
-      .add("cpu_s", bench::cpu_seconds())
-      .print();
-  return r.errors == 0 ? 0 : 1;
+  return bench::print_handshakes(r.per_second(), r.done, std::nullopt, r.errors);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_raw_connect: %s\n", e.what());
   return 1;
