@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "async/state.hpp"
+#include "net/sockaddr.hpp"
 
 namespace comm {
 namespace detail {
@@ -36,7 +37,10 @@ struct accept_core final : public accepting_handle, public loop_member {
   void on_events(std::uint32_t) override {
     auto keep = self();
     for (int i = 0; i < accepts_per_wakeup && coll != nullptr; ++i) {
-      int fd = ::accept4(listener.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      sockaddr_storage peer;
+      socklen_t peer_length = sizeof peer;
+      int fd = ::accept4(listener.native_handle(), reinterpret_cast<sockaddr*>(&peer), &peer_length,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         int e = errno;
         if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
@@ -44,7 +48,7 @@ struct accept_core final : public accepting_handle, public loop_member {
         if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) pause(e);
         return;
       }
-      accepted(socket_handle(fd));
+      accepted(socket_handle(fd), from_sockaddr(reinterpret_cast<sockaddr*>(&peer), peer_length));
     }
   }
 
@@ -63,7 +67,7 @@ struct accept_core final : public accepting_handle, public loop_member {
                                           " (accepting paused for 100 ms)")));
   }
 
-  void accepted(socket_handle h) {
+  void accepted(socket_handle h, std::optional<endpoint> peer) {
     if (opts.max_connections != 0 && open_count >= opts.max_connections) return;  // closed by h
     int fd = h.get();
     int one = 1;
@@ -81,7 +85,7 @@ struct accept_core final : public accepting_handle, public loop_member {
     so.user_info = opts.user_info;
     so.name = name;
     so.queue_output = opts.queue_output;
-    auto state = state_impl::create(*coll, std::move(h), std::move(so));
+    auto state = state_impl::create_nonblocking(*coll, std::move(h), std::move(so), std::move(peer));
     state->acceptor_ = self();
     ++open_count;
     if (!opts.ssl_ctx) {

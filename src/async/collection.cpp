@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 namespace comm {
 namespace detail {
@@ -90,6 +91,26 @@ void collection_impl::modify(loop_member& member, int fd, std::uint32_t events, 
   ev.events = events | (level ? 0u : static_cast<std::uint32_t>(EPOLLET));
   ev.data.u64 = (std::uint64_t{slots_[member.slot].generation} << 32) | member.slot;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+}
+
+void collection_impl::replace(loop_member& old, std::shared_ptr<loop_member> member, int fd, std::uint32_t events) {
+  std::uint32_t index = old.slot;
+  if (index >= slots_.size() || slots_[index].member.get() != &old) return add(std::move(member), fd, events);
+  slot_entry& s = slots_[index];
+  ++s.generation;  // events already fetched for old are now stale
+  epoll_event ev{};
+  ev.events = events | static_cast<std::uint32_t>(EPOLLET);
+  ev.data.u64 = (std::uint64_t{s.generation} << 32) | index;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
+    int e = errno;
+    remove(old, fd);
+    throw socket_create_error(std::error_code(e, std::generic_category()),
+                              "wait_state_collection '" + name__ + "': register descriptor " +
+                                  std::to_string(fd));
+  }
+  old.slot = UINT32_MAX;
+  member->slot = index;
+  auto keep = std::exchange(s.member, std::move(member));  // old may be freed after this
 }
 
 void collection_impl::remove(loop_member& member, int fd) noexcept {

@@ -51,6 +51,10 @@ class collection_impl final : public wait_state_collection {
   // Edge-triggered unless level is set. Throws socket_create_error.
   void add(std::shared_ptr<loop_member> member, int fd, std::uint32_t events, bool level = false);
   void modify(loop_member& member, int fd, std::uint32_t events, bool level);
+  // Hands old's registration of fd over to member, with new events (edge-triggered), in one
+  // EPOLL_CTL_MOD: events already fetched for old are dropped. Adds member if old is not
+  // registered. Throws socket_create_error; old is deregistered then.
+  void replace(loop_member& old, std::shared_ptr<loop_member> member, int fd, std::uint32_t events);
   // Deregisters and drops the collection's reference (the caller must hold its own).
   void remove(loop_member& member, int fd) noexcept;
 

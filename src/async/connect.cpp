@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "async/state.hpp"
+#include "net/sockaddr.hpp"
 
 namespace comm {
 namespace detail {
@@ -15,23 +16,6 @@ namespace detail {
 std::string sni_for(const std::string& name);  // tls.cpp
 
 namespace {
-
-socklen_t to_sockaddr(const endpoint& ep, sockaddr_storage& ss) {
-  std::memset(&ss, 0, sizeof ss);
-  if (ep.address.is_v4()) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(ep.port);
-    sin->sin_addr.s_addr = htonl(ep.address.to_v4());
-    return sizeof(sockaddr_in);
-  }
-  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  sin6->sin6_family = AF_INET6;
-  sin6->sin6_port = htons(ep.port);
-  std::memcpy(&sin6->sin6_addr, ep.address.bytes().data(), 16);
-  sin6->sin6_scope_id = ep.address.scope_id();
-  return sizeof(sockaddr_in6);
-}
 
 std::string host_port(std::string_view host, std::uint16_t port) {
   std::string h(host);
@@ -71,11 +55,13 @@ class connector final : public loop_member, public std::enable_shared_from_this<
       // A spurious EPOLLOUT before the connect finished would show ENOTCONN here.
       sockaddr_storage ss;
       socklen_t sl = sizeof ss;
+      std::optional<endpoint> peer = current_;
       if (::getpeername(sock_.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) {
         if (errno == ENOTCONN) return;
+      } else {
+        peer = from_sockaddr(reinterpret_cast<sockaddr*>(&ss), sl);
       }
-      c_.remove(*this, sock_.get());
-      connected();
+      connected(std::move(peer), true);  // the state takes over this registration
       return;
     }
     c_.remove(*this, sock_.get());
@@ -96,9 +82,8 @@ class connector final : public loop_member, public std::enable_shared_from_this<
     while (!done_ && next_ < endpoints_.size()) {
       const endpoint& ep = endpoints_[next_++];
       current_ = ep;
-      sockaddr_storage ss;
-      socklen_t sl = to_sockaddr(ep, ss);
-      int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      sockaddr_buf sa = to_sockaddr(ep);
+      int fd = ::socket(sa.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) {
         int e = errno;
         fail(std::make_exception_ptr(socket_create_error({e, std::generic_category()},
@@ -117,10 +102,9 @@ class connector final : public loop_member, public std::enable_shared_from_this<
                               ? (ep.address.is_v4() ? ip_address::any_v4() : ip_address::any_v6())
                               : ip_address::parse(opts_.local_address);
           local.port = opts_.local_port.empty() ? 0 : resolve_service(opts_.local_port);
-          sockaddr_storage ls;
-          socklen_t ll = to_sockaddr(local, ls);
+          sockaddr_buf ls = to_sockaddr(local);
           ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-          if (::bind(fd, reinterpret_cast<sockaddr*>(&ls), ll) != 0) {
+          if (::bind(fd, ls.get(), ls.length) != 0) {
             int e = errno;
             throw socket_create_error({e, std::generic_category()},
                                       "connect to " + host_port(host_, ep.port) + ": bind to " +
@@ -132,8 +116,8 @@ class connector final : public loop_member, public std::enable_shared_from_this<
           return;
         }
       }
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), sl) == 0) {
-        connected();
+      if (::connect(fd, sa.get(), sa.length) == 0) {
+        connected(ep, false);
         return;
       }
       int e = errno;
@@ -166,7 +150,8 @@ class connector final : public loop_member, public std::enable_shared_from_this<
                                  std::to_string(ms) + " ms")));
   }
 
-  void connected() {
+  // registered: the connector still has the socket registered, and the state takes that over.
+  void connected(std::optional<endpoint> peer, bool registered) {
     c_.cancel_timer(timer_);
     done_ = true;
     async_io_state_options so;
@@ -177,8 +162,10 @@ class connector final : public loop_member, public std::enable_shared_from_this<
     so.queue_output = opts_.queue_output;
     std::shared_ptr<state_impl> state;
     try {
-      state = state_impl::create(c_, std::move(sock_), std::move(so));
+      state = state_impl::create_nonblocking(c_, std::move(sock_), std::move(so), std::move(peer),
+                                             registered ? this : nullptr);
     } catch (...) {
+      c_.remove(*this, -1);  // the socket is closed
       deliver(nullptr, std::current_exception());
       return;
     }

@@ -47,9 +47,20 @@ std::shared_ptr<state_impl> state_impl::create(collection_impl& c, socket_handle
                               "create_async_io_state: make descriptor " + std::to_string(fd) +
                                   " non-blocking");
   }
+  return create_nonblocking(c, std::move(s), std::move(o), get_socket_peer_address(fd));
+}
+
+std::shared_ptr<state_impl> state_impl::create_nonblocking(collection_impl& c, socket_handle s,
+                                                           async_io_state_options o, std::optional<endpoint> peer,
+                                                           loop_member* replacing) {
+  int fd = s.get();
   auto state = std::make_shared<state_impl>(c, std::move(s), std::move(o));
-  state->peer_ = get_socket_peer_address(fd);
-  c.add(state, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+  state->peer_ = std::move(peer);
+  constexpr std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP;
+  if (replacing != nullptr)
+    c.replace(*replacing, state, fd, events);
+  else
+    c.add(state, fd, events);
   return state;
 }
 

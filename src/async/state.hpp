@@ -102,6 +102,12 @@ class state_impl final : public async_io_state, public loop_member {
   ~state_impl() override;
 
   static std::shared_ptr<state_impl> create(collection_impl& c, socket_handle s, async_io_state_options o);
+  // For a socket that comm opened non-blocking and whose peer it knows (an accepted or connected
+  // one): no fcntl, no getpeername. With a `replacing` member (the connector), the state takes
+  // over its epoll registration of the socket in one EPOLL_CTL_MOD.
+  static std::shared_ptr<state_impl> create_nonblocking(collection_impl& c, socket_handle s, async_io_state_options o,
+                                                        std::optional<endpoint> peer,
+                                                        loop_member* replacing = nullptr);
   std::shared_ptr<state_impl> self() { return std::static_pointer_cast<state_impl>(shared_from_this()); }
 
   void on_events(std::uint32_t events) override;

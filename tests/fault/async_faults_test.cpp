@@ -346,6 +346,37 @@ TEST_P(AsyncTlsCoalescing, QueuedWritesLeaveInFewSends) {
 INSTANTIATE_TEST_SUITE_P(Implementations, AsyncTlsCoalescing, ::testing::ValuesIn(comm_test::tested_implementations()),
                          comm_test::implementation_name{});
 
+// A connection costs the loop one epoll registration per end: the connecting socket's, which the
+// client's state takes over with one EPOLL_CTL_MOD, and the accepted socket's. (Deleting the
+// connector's registration and adding the state's made it four.) Counted on both ends, from the
+// connect until both states exist.
+TEST(AsyncRegistrations, AConnectionTakesThreeEpollCalls) {
+  fault::scope faults;
+  const fault::plan calm = fault_test::calm_plan();
+  async_test::loop_thread lt("registrations");
+  async_test::waiter w;
+  bool accepted = false, connected = false;
+  std::string failure;
+  auto h = lt.call([&] {
+    comm::accept_options o;
+    o.address = "127.0.0.1";
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *lt, "0", [&](comm::accepting_handle&, comm::async_io_state&) { w.notify([&] { accepted = true; }); }, o);
+  });
+  fault::watch_port(h->local_port(), calm, calm);
+  const std::uint64_t before = fault::totals().registrations;
+  lt.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "127.0.0.1", std::to_string(h->local_port()), [&](comm::async_io_state* s, std::exception_ptr e) {
+          w.notify([&] { connected = s != nullptr, failure = e ? "connect failed" : ""; });
+        });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return accepted && (connected || !failure.empty()); }, 10s));
+  EXPECT_EQ(failure, "");
+  EXPECT_EQ(lt.call([&] { return fault::totals().registrations; }) - before, 3u);
+}
+
 // The flight that ends a handshake leaves with what the callback writes at once: the client's
 // Finished with its first request, the server's session tickets with its first reply. A TLS 1.3
 // connection and one echo then take four sends in all (ClientHello; the server's flight;

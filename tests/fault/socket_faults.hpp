@@ -50,6 +50,7 @@ struct counters {
   std::uint64_t synthetic_events = 0;
   std::uint64_t cuts = 0;
   std::uint64_t bytes_read = 0, bytes_written = 0;
+  std::uint64_t registrations = 0;  // epoll_ctl calls that succeeded (add, modify, delete)
 };
 
 // Faults the descriptor of every later connect() to `port` with `connecting`, and of every later

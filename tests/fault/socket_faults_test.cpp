@@ -342,6 +342,7 @@ int epoll_ctl(int epfd, int op, int fd, epoll_event* event) noexcept {
     int e = errno;
     auto& r = reg();
     std::lock_guard lock(r.m);
+    if (r.fds.count(fd) != 0) ++r.counts.registrations;
     if (op == EPOLL_CTL_DEL)
       r.epoll_regs.erase({epfd, fd});
     else if (event != nullptr)
