@@ -22,9 +22,15 @@ namespace comm::detail {
 // read can wait for it instead of spending a recv on EAGAIN (nginx does the same). The one
 // exception is the end of the stream: a FIN that came with the last data brings no edge of its
 // own after the read, so once epoll has reported EPOLLRDHUP every read goes to the socket.
+//
+// A state starts drained: registering a socket with epoll reports what is already there (data,
+// an end) as its first edge, so the first read waits for that edge instead of spending a recv.
+// Once a recv has returned 0 the peer's FIN was read, after which no byte can come: later reads
+// return the end without a system call.
 struct input_readiness {
-  bool drained = false;    // wait for the next edge before reading the socket again
+  bool drained = true;     // wait for the next edge before reading the socket again
   bool eof_seen = false;   // EPOLLRDHUP / EPOLLHUP / EPOLLERR reported: never assume drained
+  bool ended = false;      // a recv returned 0
 
   // An edge reports the socket's whole state at that moment: without EPOLLIN nothing had arrived
   // (bytes arriving later bring an edge of their own).
@@ -34,6 +40,7 @@ struct input_readiness {
   }
   // Non-blocking recv that keeps `drained` up to date; EAGAIN without a system call when drained.
   io_result recv(int fd, void* data, std::size_t size) noexcept {
+    if (ended) return {0, 0};
     if (drained) return {0, EAGAIN};
     for (;;) {
       ssize_t n = ::recv(fd, data, size, MSG_DONTWAIT);
@@ -41,7 +48,10 @@ struct input_readiness {
         if (static_cast<std::size_t>(n) < size && !eof_seen) drained = true;
         return {static_cast<std::size_t>(n), 0};
       }
-      if (n == 0) return {0, 0};
+      if (n == 0) {
+        ended = true;
+        return {0, 0};
+      }
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         drained = true;

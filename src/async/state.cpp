@@ -168,7 +168,7 @@ bool state_impl::tickets_may_come() const noexcept {
 bool state_impl::begin_unsent_wait() noexcept {
   drop_tls();
   const int fd = sock_.get();
-  if (discard_unread_input(fd).ended || unsent_bytes(fd) == 0) return false;
+  if (input_.ended || discard_unread_input(fd).ended || unsent_bytes(fd) == 0) return false;
   report_when_all_sent(fd);
   linger_unsent_ = true;
   linger_coll_->modify(*this, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, false);  // an edge under the new rule
@@ -200,7 +200,7 @@ void state_impl::linger_timer_fired() noexcept {
 
 void state_impl::linger_step() noexcept {
   if (linger_unsent_) {
-    if (discard_unread_input(sock_.get()).ended || unsent_bytes(sock_.get()) == 0) end_linger();
+    if (input_.ended || discard_unread_input(sock_.get()).ended || unsent_bytes(sock_.get()) == 0) end_linger();
     return;
   }
   if (discard_unread_input(sock_.get()).bytes > 0) linger_input_ = true;

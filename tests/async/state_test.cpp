@@ -146,6 +146,29 @@ TEST_F(state_fixture, EndOfStreamGivesStatusEofWithTheBytesBefore) {
   EXPECT_EQ(status, comm::io_status::eof);
 }
 
+// Bytes and the peer's end that arrived before the state existed: registering the socket reports
+// them as the first edge (the state makes no read before it), so nothing waits for an edge that
+// already passed.
+TEST_F(state_fixture, InputThatCameBeforeTheStateIsReadWithoutANewEdge) {
+  auto [a, b] = tcp_pair();
+  send_all(b.get(), "abc");
+  b.reset();
+  std::vector<std::byte> buf(10);
+  std::optional<std::size_t> got;
+  comm::io_status status{};
+  lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(a))] {
+    st = comm::create_async_io_state(*lt, std::move(*s));
+    comm::async_io_state_read_buffer(*st, buf, [&](comm::async_io_state& s, std::span<std::byte>, std::size_t n) {
+      w.notify([&] { got = n, status = s.read_status(); });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return got.has_value(); }));
+  EXPECT_EQ(*got, 3u);
+  EXPECT_EQ(text_of(std::span<const std::byte>(buf.data(), 3)), "abc");
+  EXPECT_EQ(status, comm::io_status::eof);
+}
+
 TEST_F(state_fixture, ReadTimeoutSetsStatusTimeoutAndCallsBackAndPersists) {
   make();
   std::vector<std::byte> buf(4);
