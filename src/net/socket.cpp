@@ -107,7 +107,12 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
         continue;
       }
     }
-    set_nonblocking(s.get(), false);
+    // Blocking again. The socket was made with O_NONBLOCK as its only flag that F_SETFL changes,
+    // so no F_GETFL is needed to keep the others.
+    if (::fcntl(s.get(), F_SETFL, 0) != 0) {
+      int e = errno;
+      throw socket_create_error(detail::errno_code(e), "connect to " + peer + ": fcntl O_NONBLOCK");
+    }
     return s;
   }
   if (create_failure) throw socket_create_error(last_code, "connect to " + peer + (last_cause.empty() ? "" : ": " + last_cause));

@@ -39,6 +39,9 @@ io_result stream_transport::read(void* data, std::size_t size) {
 }
 
 io_result stream_transport::recv_some(void* data, std::size_t size) {
+  // A handshake step's flight still in the cork cannot have been answered yet: EAGAIN without a
+  // recv. The handshake loop sends the flight, then polls and reads what has come by then.
+  if (cork.corked() && cork.pending() > 0) return {0, EAGAIN};
   for (;;) {
     // Never block while the cork holds records: the bytes awaited may answer them.
     ssize_t n = ::recv(core_.fd(), data, size, blocking && cork.pending() == 0 ? 0 : MSG_DONTWAIT);

@@ -27,6 +27,7 @@ class record_cork {
 
   void cork() noexcept { corked_ = true; }
   void uncork() noexcept { corked_ = false; }
+  bool corked() const noexcept { return corked_; }
   bool full() const noexcept { return end_ >= limit; }
   std::size_t pending() const noexcept { return end_ - pos_; }
   std::size_t buffer_size() const noexcept { return cap_; }  // what it holds allocated (0: none)

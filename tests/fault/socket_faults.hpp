@@ -63,6 +63,8 @@ void calm_writes();
 // Forgets every watched port and faulted descriptor (the descriptors themselves stay open).
 void clear();
 counters totals();
+// recv calls made on one faulted descriptor so far (0 for one that is not faulted).
+std::uint64_t reads_of(int fd);
 
 // Clears on construction and destruction, so one test's faults never reach the next.
 struct scope {

@@ -57,6 +57,7 @@ struct faulted_fd {
   bool cut_done = false;
   bool pending_in = false;   // an injected EAGAIN on a read: owes an EPOLLIN
   bool pending_out = false;  // an injected EAGAIN on a write: owes an EPOLLOUT
+  std::uint64_t reads = 0;   // recv calls on it
 };
 
 struct watched_port {
@@ -169,6 +170,13 @@ counters totals() {
   return r.counts;
 }
 
+std::uint64_t reads_of(int fd) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  auto it = r.fds.find(fd);
+  return it == r.fds.end() ? 0 : it->second.reads;
+}
+
 }  // namespace fault
 
 // ---- the interposed functions
@@ -185,6 +193,7 @@ ssize_t recv(int fd, void* buf, size_t size, int flags) {
     if (it != r.fds.end() && size > 0) {
       faulted = true;
       ++r.counts.reads;
+      ++it->second.reads;
       std::size_t asked = size;
       d = decide(it->second, it->second.plan.reads, non_blocking(fd, flags), size);
       limited = d == decision::pass && size < asked;
