@@ -61,6 +61,14 @@ collection_impl::~collection_impl() {
   ::close(epoll_fd_);
 }
 
+// What epoll reports for the slot: its index and generation (stale events are told apart by it).
+epoll_event collection_impl::registration(std::uint32_t index, std::uint32_t events, bool level) const noexcept {
+  epoll_event ev{};
+  ev.events = events | (level ? 0u : static_cast<std::uint32_t>(EPOLLET));
+  ev.data.u64 = (std::uint64_t{slots_[index].generation} << 32) | index;
+  return ev;
+}
+
 void collection_impl::add(std::shared_ptr<loop_member> member, int fd, std::uint32_t events, bool level) {
   std::uint32_t index;
   if (!free_slots_.empty()) {
@@ -71,9 +79,7 @@ void collection_impl::add(std::shared_ptr<loop_member> member, int fd, std::uint
     slots_.emplace_back();
   }
   slot_entry& s = slots_[index];
-  epoll_event ev{};
-  ev.events = events | (level ? 0u : static_cast<std::uint32_t>(EPOLLET));
-  ev.data.u64 = (std::uint64_t{s.generation} << 32) | index;
+  epoll_event ev = registration(index, events, level);
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
     int e = errno;
     free_slots_.push_back(index);
@@ -87,9 +93,7 @@ void collection_impl::add(std::shared_ptr<loop_member> member, int fd, std::uint
 
 void collection_impl::modify(loop_member& member, int fd, std::uint32_t events, bool level) {
   if (member.slot >= slots_.size()) return;
-  epoll_event ev{};
-  ev.events = events | (level ? 0u : static_cast<std::uint32_t>(EPOLLET));
-  ev.data.u64 = (std::uint64_t{slots_[member.slot].generation} << 32) | member.slot;
+  epoll_event ev = registration(member.slot, events, level);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
 }
 
@@ -98,9 +102,7 @@ void collection_impl::replace(loop_member& old, std::shared_ptr<loop_member> mem
   if (index >= slots_.size() || slots_[index].member.get() != &old) return add(std::move(member), fd, events);
   slot_entry& s = slots_[index];
   ++s.generation;  // events already fetched for old are now stale
-  epoll_event ev{};
-  ev.events = events | static_cast<std::uint32_t>(EPOLLET);
-  ev.data.u64 = (std::uint64_t{s.generation} << 32) | index;
+  epoll_event ev = registration(index, events, false);
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
     int e = errno;
     remove(old, fd);

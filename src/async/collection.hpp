@@ -111,6 +111,7 @@ class collection_impl final : public wait_state_collection {
   void fire_timers();
   int wait_timeout_ms();
   void wake() noexcept;
+  epoll_event registration(std::uint32_t index, std::uint32_t events, bool level) const noexcept;
 
   std::string name__;
   collection_error_handler handler_;

@@ -5,8 +5,6 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <cstring>
-
 #include "async/state.hpp"
 #include "net/sockaddr.hpp"
 
