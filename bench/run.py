@@ -175,7 +175,7 @@ def run_workload(w, binaries, certs, runs):
                 res, srv, stages = run_pair(server, client, w.get("timeout", 120), w.get("on_stage"))
                 if "exit_status" in res:
                     raise RunError(f"exit {res['exit_status']}: {res.get('stderr', '')} {res}")
-                s["runs"].append({"figures": w["metric"](res, srv, stages), "client": res, "server": srv, "stages": stages})
+                s["runs"].append({"figures": (spec.get("metric") or w["metric"])(res, srv, stages), "client": res, "server": srv, "stages": stages})
                 shown = s["runs"][-1]["figures"]
             except (RunError, OSError, KeyError, ValueError, TypeError, subprocess.TimeoutExpired) as e:
                 s["errors"].append(str(e)[:400])
@@ -194,6 +194,23 @@ def side_median(s, key):
     if all(isinstance(v, (int, float)) for v in vals):
         return statistics.median(vals)
     return vals[0]
+
+
+FLOOR_SPREAD = 1.3
+
+
+def floor_moved(w, sides):
+    """A note when the raw floor of workload w moved by more than FLOOR_SPREAD between its runs.
+
+    The raw side does the same work in every run, so a large spread means that the machine, not
+    a program, changed during the workload: every side's figures of those runs moved with it."""
+    key = next((r["key"] for r in w["rows"] if r.get("raw") == "raw"), None)
+    vals = [r["figures"][key] for r in sides.get("raw", {}).get("runs", []) if key in r["figures"]]
+    if key is None or len(vals) < 2 or min(vals) <= 0 or max(vals) / min(vals) <= FLOOR_SPREAD:
+        return None
+    return (f"the machine was disturbed during this workload: the raw floor's {key} ranged from {fmt(min(vals))} "
+            f"to {fmt(max(vals))} over its {len(vals)} runs ({max(vals) / min(vals):.2f}x); its figures are less "
+            f"reliable than the others.")
 
 
 def fmt(v):
@@ -276,12 +293,15 @@ def main():
                 row["ratio"], row["met"] = spec["judge"](row)
                 MEMO[spec["name"]] = row["comm"]
                 MEMO.setdefault("_rows", {})[spec["name"]] = row
-                used = [n for n in (spec.get("comm"), "asio", spec.get("raw")) if n]
+                used = [n for n in (spec.get("comm"), spec.get("asio", "asio"), spec.get("raw")) if n]
                 row["notes"] = [f"{n}: {e}" for n in used if n in sides for e in sides[n]["errors"][:1]]
                 row["runs"] = {n: [r["figures"] for r in sides[n]["runs"]] for n in used if n in sides}
                 results.append(row)
             if w.get("notes"):
                 results[-1]["notes"] = results[-1].get("notes", []) + w["notes"]
+            moved = floor_moved(w, sides)
+            if moved:
+                results[-1]["notes"] = results[-1].get("notes", []) + [moved]
         meta = {
             "mode": "quick" if args.quick else "full",
             "command": "python3 bench/run.py" + (" --quick" if args.quick else ""),
