@@ -65,6 +65,7 @@ class connector final : public loop_member, public std::enable_shared_from_this<
     c_.remove(*this, sock_.get());
     sock_.reset();
     last_errno_ = err;
+    last_cause_.clear();
     try_next();
   }
 
@@ -81,6 +82,18 @@ class connector final : public loop_member, public std::enable_shared_from_this<
       const endpoint& ep = endpoints_[next_++];
       current_ = ep;
       sockaddr_buf sa = to_sockaddr(ep);
+      std::optional<endpoint> local;
+      try {
+        local = local_endpoint_for(opts_.local_address, opts_.local_port, sa.family());
+      } catch (...) {
+        fail(std::current_exception());
+        return;
+      }
+      if (!opts_.local_address.empty() && !local) {  // as the blocking connect: try the next address
+        last_errno_ = EAFNOSUPPORT;
+        last_cause_ = no_local_address_of_family(opts_.local_address, ep);
+        continue;
+      }
       int fd = ::socket(sa.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) {
         int e = errno;
@@ -93,21 +106,9 @@ class connector final : public loop_member, public std::enable_shared_from_this<
       int one = 1;
       if (opts_.nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       if (opts_.keepalive) ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-      if (!opts_.local_address.empty() || !opts_.local_port.empty()) {
+      if (local) {
         try {
-          endpoint local;
-          local.address = opts_.local_address.empty()
-                              ? (ep.address.is_v4() ? ip_address::any_v4() : ip_address::any_v6())
-                              : ip_address::parse(opts_.local_address);
-          local.port = opts_.local_port.empty() ? 0 : resolve_service(opts_.local_port);
-          sockaddr_buf ls = to_sockaddr(local);
-          ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-          if (::bind(fd, ls.get(), ls.length) != 0) {
-            int e = errno;
-            throw socket_create_error({e, std::generic_category()},
-                                      "connect to " + host_port(host_, ep.port) + ": bind to " +
-                                          local.to_string());
-          }
+          bind_for_connect(fd, *local, host_port(host_, ep.port));
         } catch (...) {
           sock_.reset();
           fail(std::current_exception());
@@ -130,11 +131,13 @@ class connector final : public loop_member, public std::enable_shared_from_this<
       }
       sock_.reset();
       last_errno_ = e;
+      last_cause_.clear();
     }
     if (done_) return;
     int e = last_errno_ ? last_errno_ : EHOSTUNREACH;
     fail(std::make_exception_ptr(socket_connect_error(
-        {e, std::generic_category()}, "connect to " + host_port(host_, current_.port))));
+        {e, std::generic_category()},
+        "connect to " + host_port(host_, current_.port) + (last_cause_.empty() ? "" : ": " + last_cause_))));
   }
 
   void timed_out() {
@@ -215,6 +218,7 @@ class connector final : public loop_member, public std::enable_shared_from_this<
   socket_handle sock_;
   timer_token timer_;
   int last_errno_ = 0;
+  std::string last_cause_;  // beyond the errno's own text
   bool done_ = false;
 };
 

@@ -55,6 +55,18 @@ struct dropped_input {
 inline constexpr std::size_t close_drain_limit = std::size_t{16} << 20;
 dropped_input discard_unread_input(int fd, std::size_t limit = 256 * 1024) noexcept;
 
+// Connecting from a local address and port of the user's choice (connect options' local_address,
+// local_port), shared by the blocking and the asynchronous connect. The endpoint to bind to before
+// connecting to a target of `family` (AF_INET, AF_INET6): nullopt when neither is set, or when the
+// local address (a literal or a name) has none of that family, and that target is then skipped.
+// Throws socket_create_error for a local port that does not resolve.
+std::optional<endpoint> local_endpoint_for(const std::string& local_address, const std::string& local_port, int family);
+// The cause recorded for a skipped target.
+std::string no_local_address_of_family(const std::string& local_address, const endpoint& target);
+// Binds fd to local (SO_REUSEADDR first for a chosen port), or throws socket_create_error
+// "bind to LOCAL for connect to PEER".
+void bind_for_connect(int fd, const endpoint& local, const std::string& peer);
+
 // Bytes queued on a TCP socket that have not been transmitted yet (0 if unknown).
 std::size_t unsent_bytes(int fd) noexcept;
 // From now on the socket polls writable (POLLOUT, EPOLLOUT) only once nothing is left unsent

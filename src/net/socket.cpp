@@ -23,28 +23,50 @@ void set_int_option(int fd, int level, int name, int value, const char* what) {
   }
 }
 
-// The local address to bind to before connect, for the family of the target.
-std::optional<endpoint> local_endpoint_for(const connect_options& o, int family) {
-  if (o.local_address.empty() && o.local_port.empty()) return std::nullopt;
+}  // namespace
+
+namespace detail {
+
+std::optional<endpoint> local_endpoint_for(const std::string& local_address, const std::string& local_port, int family) {
+  if (local_address.empty() && local_port.empty()) return std::nullopt;
   std::uint16_t port;
   try {
-    port = resolve_service(o.local_port);
+    port = resolve_service(local_port);
   } catch (const socket_error& e) {
     throw socket_create_error(e.code(), std::string("bind: ") + e.what());
   }
-  if (o.local_address.empty())
+  if (local_address.empty())
     return endpoint{family == AF_INET6 ? ip_address::any_v6() : ip_address::any_v4(), port};
   std::vector<ip_address> candidates;
-  if (auto a = ip_address::try_parse(o.local_address))
+  if (auto a = ip_address::try_parse(local_address))
     candidates.push_back(*a);
   else
-    candidates = get_host_addresses(o.local_address);
+    candidates = get_host_addresses(local_address);
   for (const auto& a : candidates)
     if ((family == AF_INET6) == a.is_v6()) return endpoint{a, port};
   return std::nullopt;  // no local address of this family: this target is skipped
 }
 
-}  // namespace
+void bind_for_connect(int fd, const endpoint& local, const std::string& peer) {
+  const std::string what = "bind to " + local.to_string() + " for connect to " + peer;
+  // A local port of one's choice may still be held by an earlier connection in TIME_WAIT.
+  int one = 1;
+  if (local.port != 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
+    int e = errno;
+    throw socket_create_error(errno_code(e), what + ": SO_REUSEADDR");
+  }
+  const auto a = to_sockaddr(local);
+  if (::bind(fd, a.get(), a.length) != 0) {
+    int e = errno;
+    throw socket_create_error(errno_code(e), what);
+  }
+}
+
+std::string no_local_address_of_family(const std::string& local_address, const endpoint& target) {
+  return "local address " + local_address + " has no address of the family of " + target.to_string();
+}
+
+}  // namespace detail
 
 socket_handle connect_to_tcp_server(std::string_view host, std::string_view service, const connect_options& options) {
   const std::string peer = detail::host_port_text(host, service);
@@ -56,10 +78,10 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
 
   for (const endpoint& target : targets) {
     const auto addr = detail::to_sockaddr(target);
-    auto local = local_endpoint_for(options, addr.family());
-    if ((!options.local_address.empty()) && !local) {
+    auto local = detail::local_endpoint_for(options.local_address, options.local_port, addr.family());
+    if (!options.local_address.empty() && !local) {
       last_code = std::make_error_code(std::errc::address_family_not_supported);
-      last_cause = "local address " + options.local_address + " has no address of the family of " + target.to_string();
+      last_cause = detail::no_local_address_of_family(options.local_address, target);
       continue;
     }
     socket_handle s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP));
@@ -72,13 +94,7 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
     }
     if (options.nodelay) set_nodelay(s.get(), true);
     if (options.keepalive) set_keepalive(s.get(), true);
-    if (local) {
-      const auto laddr = detail::to_sockaddr(*local);
-      if (::bind(s.get(), laddr.get(), laddr.length) != 0) {
-        int e = errno;
-        throw socket_create_error(detail::errno_code(e), "bind to " + local->to_string() + " for connect to " + peer);
-      }
-    }
+    if (local) detail::bind_for_connect(s.get(), *local, peer);
     create_failure = false;
     int rc;
     do {

@@ -139,6 +139,109 @@ TEST(AsyncConnect, ConnectedAndAcceptedStatesNameTheirPeers) {
   }
 }
 
+namespace {
+
+// Connects on lt's loop with options o; the state (kept open) or the error.
+struct connect_outcome {
+  std::optional<comm::endpoint> local;  // the client socket's own address
+  std::exception_ptr error;
+  bool done = false;
+};
+connect_outcome connect_with(loop_thread& lt, const std::string& host, std::uint16_t port,
+                             comm::async_connect_options o) {
+  waiter w;
+  connect_outcome out;
+  lt.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, host, std::to_string(port),
+        [&](comm::async_io_state* s, std::exception_ptr e) {
+          auto local = s ? comm::get_socket_address(s->native_handle()) : std::nullopt;
+          w.notify([&] { out.local = local, out.error = e, out.done = true; });
+        },
+        std::move(o));
+    return 0;
+  });
+  EXPECT_TRUE(w.wait([&] { return out.done; }));
+  return out;
+}
+
+std::uint16_t free_port(const std::string& host) { return comm::tcp_listener::open("0", {.address = host}).local_port(); }
+
+}  // namespace
+
+// A local address and port of one's choice: the server sees the client come from exactly there.
+TEST(AsyncConnect, BindsToTheLocalAddressAndPortGiven) {
+  for (const std::string host : {"127.0.0.1", "::1"}) {
+    SCOPED_TRACE(host);
+    loop_thread lt;
+    waiter w;
+    std::optional<comm::endpoint> server_sees;
+    auto h = lt.call([&] {
+      comm::accept_options o;
+      o.address = host;
+      return comm::accept_tcp_connections_creating_async_io_states(
+          *lt, "0",
+          [&](comm::accepting_handle&, comm::async_io_state& s) { w.notify([&] { server_sees = s.peer_address(); }); },
+          o);
+    });
+    const std::uint16_t local_port = free_port(host);
+    comm::async_connect_options o;
+    o.local_address = host;
+    o.local_port = std::to_string(local_port);
+    connect_outcome c = connect_with(lt, host, h->local_port(), o);
+    ASSERT_FALSE(c.error);
+    const comm::endpoint expected{comm::ip_address::parse(host), local_port};
+    ASSERT_TRUE(c.local.has_value());
+    EXPECT_EQ(c.local->to_string(), expected.to_string());
+    ASSERT_TRUE(w.wait([&] { return server_sees.has_value(); }));
+    EXPECT_EQ(server_sees->to_string(), expected.to_string());
+  }
+}
+
+// As with the blocking connect: an address of the host that the local address has no family for
+// is skipped, and with none left the error names why (not a failed bind).
+TEST(AsyncConnect, ALocalAddressOfTheOtherFamilyIsAConnectErrorNamingIt) {
+  loop_thread lt;
+  auto l = comm::tcp_listener::open("0", {.address = "::1"});
+  const std::string port = std::to_string(l.local_port());
+  comm::async_connect_options o;
+  o.local_address = "127.0.0.1";
+  connect_outcome c = connect_with(lt, "::1", l.local_port(), o);
+  ASSERT_TRUE(c.error);
+  try {
+    std::rethrow_exception(c.error);
+  } catch (const comm::socket_connect_error& e) {
+    EXPECT_EQ(e.code(), std::errc::address_family_not_supported);
+    EXPECT_EQ(std::string(e.what()).rfind("connect to [::1]:" + port + ": local address 127.0.0.1 has no address of "
+                                          "the family of [::1]:" + port, 0), 0u) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not a socket_connect_error: " << e.what();
+  }
+}
+
+// A local port that a listener holds cannot be bound: a socket_create_error naming the bind.
+TEST(AsyncConnect, ALocalPortInUseIsACreateErrorNamingTheBind) {
+  loop_thread lt;
+  auto server = comm::tcp_listener::open("0", {.address = "127.0.0.1"});
+  auto holder = comm::tcp_listener::open("0", {.address = "127.0.0.1"});
+  comm::async_connect_options o;
+  o.local_address = "127.0.0.1";
+  o.local_port = std::to_string(holder.local_port());
+  connect_outcome c = connect_with(lt, "127.0.0.1", server.local_port(), o);
+  ASSERT_TRUE(c.error);
+  try {
+    std::rethrow_exception(c.error);
+  } catch (const comm::socket_create_error& e) {
+    EXPECT_EQ(e.code(), std::errc::address_in_use);
+    EXPECT_EQ(std::string(e.what()).rfind("bind to 127.0.0.1:" + o.local_port + " for connect to 127.0.0.1:" +
+                                              std::to_string(server.local_port()), 0),
+              0u)
+        << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not a socket_create_error: " << e.what();
+  }
+}
+
 TEST(AsyncAccept, InitFunctionSeesThePortAndClosingFreesIt) {
   loop_thread lt;
   std::uint16_t seen_port = 0;

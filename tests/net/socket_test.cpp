@@ -154,6 +154,43 @@ TEST(Connect, LocalBindFailureIsCreateError) {
                socket_create_error);
 }
 
+// A connection from a local port of one's choice that the client closed first leaves that port in
+// TIME_WAIT for a minute. Connecting from it again (to another server) works: comm binds a chosen
+// port with SO_REUSEADDR, which Linux honours when the earlier socket had it too.
+TEST(Connect, AChosenLocalPortInTimeWaitServesTheNextConnect) {
+  auto first = tcp_listener::open("0", {.address = "127.0.0.1"});
+  auto second = tcp_listener::open("0", {.address = "127.0.0.1"});
+  const std::uint16_t local_port = closed_port();
+  const connect_options from{.local_address = "127.0.0.1", .local_port = std::to_string(local_port)};
+  {
+    socket_handle c = connect_to_tcp_server("127.0.0.1", std::to_string(first.local_port()), from);
+    auto s = first.accept(2s);
+    ASSERT_TRUE(s);
+    c.reset();  // the client closes first: its end goes to TIME_WAIT once the server's FIN comes
+    char b;
+    ASSERT_EQ(::recv(s->get(), &b, 1, 0), 0);
+  }
+  socket_handle again = connect_to_tcp_server("127.0.0.1", std::to_string(second.local_port()), from);
+  auto s = second.accept(2s);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(get_socket_peer_address(s->get()), (endpoint{ip_address::loopback_v4(), local_port}));
+}
+
+// A local address of the other family than every address of the host: each is skipped, and the
+// error names why.
+TEST(Connect, ALocalAddressOfTheOtherFamilyIsAConnectErrorNamingIt) {
+  auto l = tcp_listener::open("0", {.address = "::1"});
+  const std::string port = std::to_string(l.local_port());
+  try {
+    connect_to_tcp_server("::1", port, {.local_address = "127.0.0.1"});
+    FAIL() << "no exception";
+  } catch (const socket_connect_error& e) {
+    EXPECT_EQ(e.code(), std::errc::address_family_not_supported);
+    EXPECT_EQ(std::string(e.what()).rfind("connect to [::1]:" + port + ": local address 127.0.0.1 has no address of "
+                                          "the family of [::1]:" + port, 0), 0u) << e.what();
+  }
+}
+
 TEST(Connect, KeepaliveAndNodelayOptions) {
   auto l = tcp_listener::open("0", {.address = "127.0.0.1"});
   socket_handle c = connect_to_tcp_server("localhost", std::to_string(l.local_port()),
