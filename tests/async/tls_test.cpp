@@ -160,6 +160,33 @@ TEST_P(AsyncTls, WrongHostCertificateFailsVerificationInTheCallback) {
   }
 }
 
+// An acceptor given a client context would fail every handshake later; it is refused at the call,
+// naming the context. So is an acceptor without a callback.
+TEST_P(AsyncTls, AnAcceptorRefusesAClientContextOrNoCallbackAtTheCall) {
+  loop_thread lt;
+  comm::accept_options o;
+  o.address = "127.0.0.1";
+  o.ssl_ctx = client_ctx(GetParam());
+  const std::string name = o.ssl_ctx.name();
+  try {
+    lt.call([&] {
+      return comm::accept_tcp_connections_creating_async_io_states(
+          *lt, "0", [](comm::accepting_handle&, comm::async_io_state&) {}, o);
+    });
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), "accept_tcp_connections_creating_async_io_states: ssl_ctx '" + name +
+                                         "' is a client context; a server context is needed");
+  }
+  o.ssl_ctx = server_ctx(GetParam());
+  try {
+    lt.call([&] { return comm::accept_tcp_connections_creating_async_io_states(*lt, "0", comm::accept_state_callback{}, o); });
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), "accept_tcp_connections_creating_async_io_states: no callback");
+  }
+}
+
 TEST_P(AsyncTls, ClientHandshakeTimeoutAgainstASilentPeer) {
   // Accepts TCP, never speaks TLS.
   auto silent = comm::tcp_listener::open("0", {});
