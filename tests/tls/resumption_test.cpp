@@ -26,9 +26,11 @@ class EngineResumption : public ::testing::TestWithParam<params> {
     co.implementation = impl;
     co.trusted_pem = creds.ca_cert_pem;
     co.protocol_version.max = version;
+    server_options = so;
     server_ctx = comm::create_ssl_server_context(so);
     client_ctx = comm::create_ssl_client_context(co);
   }
+  comm::ssl_context_options server_options;
   comm::ssl_abstract_context server_ctx, client_ctx;
 };
 
@@ -69,6 +71,22 @@ TEST_P(EngineResumption, AnotherKeyDoesNotResume) {
   comm_test::engine_pair second(client_ctx, server_ctx, "localhost:8443");
   ASSERT_TRUE(second.handshake());
   EXPECT_FALSE(second.client->session_reused());
+}
+
+// A server context with session_resumption off issues no tickets and keeps no session cache: the
+// client, which caches sessions, makes a full handshake every time.
+TEST_P(EngineResumption, AServerWithoutResumptionMakesEveryHandshakeFull) {
+  comm::ssl_context_options so = server_options;
+  so.session_resumption = false;
+  const auto no_resumption = comm::create_ssl_server_context(so);
+  for (int i = 0; i < 2; ++i) {
+    comm_test::engine_pair pair(client_ctx, no_resumption, "localhost:443");
+    ASSERT_TRUE(pair.handshake());
+    EXPECT_FALSE(pair.client->session_reused()) << "connection " << i;
+    EXPECT_FALSE(pair.server->session_reused()) << "connection " << i;
+    ASSERT_EQ(pair.server_to_client("hello"), "hello");
+    EXPECT_EQ(pair.client->shutdown().status, comm::detail::tls_status::done);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, EngineResumption,

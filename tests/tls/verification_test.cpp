@@ -1,5 +1,8 @@
 // A comm client against openssl s_server with each test certificate: only the good chain passes,
 // every failure is ssl_verification_failure naming its reason.
+#include <cstdlib>
+#include <filesystem>
+
 #include "tls/tls_test_util.hpp"
 
 namespace comm_test {
@@ -114,6 +117,43 @@ TEST_P(Verification, RejectingVerifyCallbackFailsTheHandshake) {
   } catch (const comm::ssl_verification_failure& e) {
     EXPECT_EQ(e.reason(), verify_reason::rejected_by_callback) << e.what();
     EXPECT_EQ(e.code().kind, comm::ssl_code_kind::verify_callback);
+  }
+}
+
+// trusted_directory: a folder of trusted certificates in OpenSSL's hashed layout (as `openssl
+// rehash` makes it, which GnuTLS reads too). The good chain verifies by the root found there; a
+// folder that holds only another root refuses it as an unknown issuer.
+TEST_P(Verification, TrustedDirectoryIsSearchedForTheRoot) {
+  namespace fs = std::filesystem;
+  const std::string impl(comm::to_string(GetParam()));
+  const fs::path with_root = fs::path(pki().dir) / ("trusted-dir-" + impl);
+  const fs::path without = fs::path(pki().dir) / ("untrusted-dir-" + impl);
+  for (const auto& [dir, cert] : {std::pair{with_root, pki().ca_file}, std::pair{without, pki().other_ca_file}}) {
+    fs::create_directories(dir);
+    fs::copy_file(cert, dir / "root.pem", fs::copy_options::overwrite_existing);
+  }
+  ASSERT_EQ(std::system(("openssl rehash '" + with_root.string() + "' '" + without.string() + "'").c_str()), 0);
+  auto client = [&](const fs::path& dir) {
+    comm::ssl_context_options o;
+    o.implementation = GetParam();
+    o.trusted_directory = dir.string();
+    return comm::create_ssl_client_context(std::move(o));
+  };
+  {
+    openssl_server server(s_server_args(pki().good));
+    engine_connection c(connect_loopback(server.port), client(with_root), client_params());
+    c.handshake();
+    EXPECT_TRUE(comm::ssl_connection_verify(c).ok);
+    c.write_all("dir\n");
+    EXPECT_EQ(c.read_exact(4), "rid\n");
+  }
+  openssl_server server(s_server_args(pki().good));
+  engine_connection c(connect_loopback(server.port), client(without), client_params());
+  try {
+    c.handshake();
+    FAIL() << "handshake succeeded";
+  } catch (const comm::ssl_verification_failure& e) {
+    EXPECT_EQ(e.reason(), verify_reason::unknown_issuer) << e.what();
   }
 }
 
