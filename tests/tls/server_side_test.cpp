@@ -206,6 +206,35 @@ TEST_P(ServerSide, CommClientWithoutCertificateIsRefusedByTheServer) {
       comm::ssl_condition);
 }
 
+// A server with ALPN protocols refuses a client whose offer shares none of them (RFC 7301's
+// no_application_protocol), naming that; a client that offers no ALPN at all is served, with none
+// agreed.
+TEST_P(ServerSide, AlpnWithoutOverlapFailsTheHandshakeAndNoOfferIsServed) {
+  auto ctx = server_with(GetParam(), pki().good, [](comm::ssl_context_options& o) { o.alpn_protocols = {"h2"}; });
+  {
+    tls_listener l;
+    auto client = s_client(l.port(), {"-servername", "localhost", "-alpn", "http/1.1"});
+    try {
+      auto s = l.accept(ctx);
+      ADD_FAILURE() << "handshake succeeded with ALPN '" << comm::ssl_connection_alpn_protocol(s) << "'";
+    } catch (const comm::ssl_failure& e) {
+      const std::string cause = GetParam() == comm::ssl_implementation::openssl
+                                    ? ": no application protocol: "
+                                    : ": No common application protocol could be negotiated: ";
+      EXPECT_EQ(std::string(e.what()).rfind("TLS handshake with 127.0.0.1:", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find(cause), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(client->wait_exit(5s).has_value());
+  }
+  tls_listener l;
+  auto client = s_client(l.port(), {"-servername", "localhost"});
+  auto s = l.accept(ctx);
+  EXPECT_EQ(comm::ssl_connection_alpn_protocol(s), "");
+  s.write_all("served\n");
+  s.flush();
+  EXPECT_EQ(client->wait_for("^served$"), "served");
+}
+
 INSTANTIATE_TEST_SUITE_P(Implementations, ServerSide, ::testing::ValuesIn(tested_implementations()),
                          implementation_name{});
 

@@ -33,7 +33,10 @@ using dh_params_ptr = std::unique_ptr<std::remove_pointer_t<gnutls_dh_params_t>,
 std::string context_operation(const ssl_context_options& options);
 // ssl_failure(invalid_argument) naming the option and GnuTLS.
 [[noreturn]] void reject_option(const std::string& operation, const std::string& option, const std::string& why);
-// ssl_error(library_error) with gnutls_strerror(code).
+// gnutls_strerror(code) without its closing full stop, for messages that go on after it
+// ("...: No common application protocol could be negotiated: TLS protocol failure").
+std::string error_text(int code);
+// ssl_error(library_error) with error_text(code).
 [[noreturn]] void library_failure(const std::string& what, int code, ssl_code_kind kind = ssl_code_kind::library);
 
 // Wipes a secret's whole buffer (up to the capacity, where older contents may linger) with a write

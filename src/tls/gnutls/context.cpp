@@ -35,8 +35,14 @@ void reject_option(const std::string& operation, const std::string& option, cons
   throw ssl_failure(ssl_errc::invalid_argument, operation + ": option " + option + " cannot be used with GnuTLS: " + why);
 }
 
+std::string error_text(int code) {
+  std::string text = gnutls_strerror(code);
+  if (!text.empty() && text.back() == '.') text.pop_back();
+  return text;
+}
+
 void library_failure(const std::string& what, int code, ssl_code_kind kind) {
-  throw ssl_error(ssl_errc::library_error, what + ": " + gnutls_strerror(code), {kind, code});
+  throw ssl_error(ssl_errc::library_error, what + ": " + error_text(code), {kind, code});
 }
 
 gnutls_context::~gnutls_context() {
@@ -315,7 +321,7 @@ void load_identity(gnutls_certificate_credentials_t cred, const ssl_context_opti
   }
   if (rc < 0) {
     std::string hint = rc == GNUTLS_E_DECRYPTION_FAILED ? " (wrong password?)" : "";
-    throw ssl_error(ssl_errc::library_error, op + ": cannot use " + source + hint + ": " + gnutls_strerror(rc),
+    throw ssl_error(ssl_errc::library_error, op + ": cannot use " + source + hint + ": " + error_text(rc),
                     {ssl_code_kind::library, rc});
   }
 }
@@ -374,7 +380,7 @@ std::shared_ptr<gnutls_context> realize_context(const ssl_context_options& optio
     std::string at = err_pos ? std::string(err_pos) : std::string();
     throw ssl_failure(ssl_errc::invalid_argument,
                       op + ": options ciphers/ciphersuites/groups cannot be used with GnuTLS: priority string rejected at '" +
-                          at + "': " + gnutls_strerror(rc),
+                          at + "': " + error_text(rc),
                       {ssl_code_kind::library, rc});
   }
   c->priority.reset(raw_prio);

@@ -285,7 +285,7 @@ std::exception_ptr gnutls_engine::error(const std::string& operation, const std:
   if (eof_ || rc == GNUTLS_E_PREMATURE_TERMINATION)
     return std::make_exception_ptr(ssl_failure(ssl_errc::truncated, where + ": connection truncated (no close_notify)",
                                                {ssl_code_kind::truncated, 0}, conn));
-  std::string text = gnutls_strerror(rc);
+  std::string text = error_text(rc);
   if ((rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) && session_) {
     text = alert_text(static_cast<int>(gnutls_alert_get(session_.get())));
   }

@@ -223,7 +223,7 @@ verify_result verify_session(gnutls_session_t session, const std::string& host_n
   ++count;
   unsigned status = 0;
   if (int rc = gnutls_certificate_verify_peers(session, data, count, &status); rc < 0)
-    return verify_result{false, rc, verify_reason::other, gnutls_strerror(rc)};
+    return verify_result{false, rc, verify_reason::other, error_text(rc)};
   if (!host_name.empty() && !is_ip_literal(host_name) && !has_dns_san(session))
     status |= GNUTLS_CERT_UNEXPECTED_OWNER | GNUTLS_CERT_INVALID;  // GnuTLS would fall back to the CN
   // OpenSSL checks revocation after chain, CA constraints, purpose and host name, and before the
