@@ -1,11 +1,14 @@
 // TLS on async states, for every tested implementation: echo at scale, handshake timeouts,
 // verification failures, STARTTLS and back, independent peers (openssl s_client / s_server,
 // Python ssl), and a hostile mix that must not disturb good clients.
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+
+#include <thread>
 
 #include "comm/stream.hpp"
 #include "echo_helpers.hpp"
@@ -448,6 +451,64 @@ TEST_P(AsyncTls, CloseWhoseOwedRecordsLeaveBeforeTheSessionTicketsStillDeliversE
 
 TEST_P(AsyncTls, CloseWithRecordsOwedToAPeerThatWritesFirstStillDeliversEveryByte) {
   close_right_after_a_write(GetParam(), false, tickets_mode::flood);
+}
+
+// The other side of the linger: toward a peer that reads nothing, records owed at the close cannot
+// leave. The socket stays open for them only until the write timeout (here 300 ms), then closes
+// with the records dropped, so a peer that stops reading cannot hold a descriptor forever.
+TEST_P(AsyncTls, CloseTowardAPeerThatNeverReadsGivesUpAtTheWriteTimeout) {
+  comm_test::python_server peer("tls_peer.py", {"late_sink", pki().good.cert_file, pki().good.key_file});
+  const std::string data = comm_test::random_bytes(60000, 22);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  comm::socket_handle sock(fd);
+  const int sndbuf = 4096;
+  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(peer.port)));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+
+  loop_thread lt("linger bound");
+  waiter w;
+  bool ready = false, closed = false;
+  std::exception_ptr failure;
+  std::shared_ptr<comm::async_io_state> state;
+  lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(sock))] {
+    state = comm::create_async_io_state(*lt, std::move(*s));
+    state->set_write_timeout(std::chrono::milliseconds(300));
+    comm::attach_ssl_options co;
+    co.ssl_ctx = client_ctx(GetParam());
+    co.ssl_side = comm::ssl_side::client;
+    co.tlsext_host_name = "localhost";
+    comm::async_io_state_attach_ssl(*state, std::move(co), [&](comm::async_io_state&, std::exception_ptr e) {
+      w.notify([&] { failure = e, ready = true; });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return ready; }, std::chrono::seconds(10)));
+  ASSERT_FALSE(failure) << what_of(failure);
+  peer.process.wait_for("^READY$");
+  clock::time_point closed_at;
+  lt.call([&] {
+    comm::async_io_state_write_buffer(*state, data, [&](comm::async_io_state& st, std::size_t) {
+      comm::close_async_io_state(st);
+      w.notify([&] { closed = true, closed_at = clock::now(); });
+    });
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return closed; }, std::chrono::seconds(10)));
+  int queued = 0;
+  ASSERT_EQ(::ioctl(fd, SIOCOUTQ, &queued), 0) << "the socket was closed at once, without waiting for its records";
+  // The state owns the descriptor, and nothing in this process makes one meanwhile: fcntl sees the
+  // same socket until the state closes it.
+  const auto deadline = closed_at + std::chrono::seconds(5);
+  while (::fcntl(fd, F_GETFD) != -1 && clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto held = clock::now() - closed_at;
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "still open 5 s after the close";
+  EXPECT_GE(held, std::chrono::milliseconds(250));
+  EXPECT_LT(held, std::chrono::seconds(3));
 }
 
 // A TLS server state closing over more unread input than one read round (1 MiB from a client that
