@@ -168,6 +168,22 @@ TEST_P(TlsStream, PlainDataQueuedRightAfterCloseNotifySurvivesTheReadAheadOnDeta
   c.join();
 }
 
+// A second attach_ssl on a stream that has TLS is refused with a clear error, and the TLS stream
+// it was called on goes on working.
+TEST_P(TlsStream, AttachingTlsTwiceIsRefusedAndTheStreamKeepsWorking) {
+  auto [client, server] = tls_pair();
+  try {
+    attach_ssl(client, client_side());
+    FAIL() << "a second attach_ssl succeeded";
+  } catch (const comm::ssl_failure& e) {
+    EXPECT_EQ(static_cast<const std::system_error&>(e).code(), comm::ssl_errc::invalid_argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(": TLS is already attached"), std::string::npos) << e.what();
+  }
+  client.write_all("still TLS\n");
+  client.flush();
+  EXPECT_EQ(server.read_line(), "still TLS");
+}
+
 TEST_P(TlsStream, HandshakeTimeoutAgainstSilentPeerLeavesPlainStream) {
   auto [client, server] = connected_pair({.read_timeout = 5s});
   auto t0 = std::chrono::steady_clock::now();
