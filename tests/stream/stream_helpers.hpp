@@ -2,6 +2,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <openssl/sha.h>
 
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -60,6 +62,33 @@ inline std::vector<char> random_bytes(std::size_t n, unsigned seed = 1) {
   }
   for (; i < n; ++i) v[i] = static_cast<char>(rng());
   return v;
+}
+
+// The unformatted iostream calls on a connected pair, plain or TLS: put() a byte at a time past
+// the end of the output buffer (overflow), read() of more than one buffer (several reads), in_avail()
+// over bytes already received, and read() at the end of the stream.
+inline void check_unformatted_io(comm::socket_stream& client, comm::socket_stream& server) {
+  const std::vector<char> data = random_bytes(100 * 1024, 7);  // six and a quarter 16 KiB buffers
+  std::thread writer([&] {
+    for (char c : data) client.put(c);
+    client << "tail";
+    client.flush();
+    comm::socket_stream_shutdown(client, comm::direction::output);
+  });
+  std::vector<char> got(data.size());
+  server.read(got.data(), static_cast<std::streamsize>(got.size()));
+  EXPECT_EQ(server.gcount(), static_cast<std::streamsize>(data.size()));
+  EXPECT_TRUE(got == data) << "the bytes read differ from those put";
+  EXPECT_EQ(server.get(), 't');
+  EXPECT_EQ(server.rdbuf()->in_avail(), 3);  // "ail" came with the 't', in one write
+  char rest[10] = {};
+  server.read(rest, sizeof rest);
+  EXPECT_EQ(server.gcount(), 3);
+  EXPECT_EQ(std::string(rest, 3), "ail");
+  EXPECT_TRUE(server.eof());
+  EXPECT_TRUE(server.fail());
+  writer.join();
+  EXPECT_TRUE(client.good());
 }
 
 }  // namespace stream_test

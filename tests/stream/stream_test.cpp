@@ -110,6 +110,11 @@ TEST(SocketStream, IostreamFormattedIO) {
   EXPECT_TRUE(client.eof());
 }
 
+TEST(SocketStream, IostreamUnformattedIO) {
+  auto [client, server] = connected_pair({.read_timeout = 5s, .write_timeout = 5s});
+  check_unformatted_io(client, server);
+}
+
 TEST(SocketStream, IostreamErrorsSetBadbitOrRethrow) {
   auto [client, server] = connected_pair({.read_timeout = 50ms});
   int x = 0;

@@ -184,6 +184,11 @@ TEST_P(TlsStream, AttachingTlsTwiceIsRefusedAndTheStreamKeepsWorking) {
   EXPECT_EQ(server.read_line(), "still TLS");
 }
 
+TEST_P(TlsStream, IostreamUnformattedIO) {
+  auto [client, server] = tls_pair({.read_timeout = 5s, .write_timeout = 5s});
+  check_unformatted_io(client, server);
+}
+
 TEST_P(TlsStream, HandshakeTimeoutAgainstSilentPeerLeavesPlainStream) {
   auto [client, server] = connected_pair({.read_timeout = 5s});
   auto t0 = std::chrono::steady_clock::now();
