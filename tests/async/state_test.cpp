@@ -243,6 +243,47 @@ TEST_F(state_fixture, MisuseIsAClearErrorNotCorruption) {
                std::logic_error);
 }
 
+// A write toward a peer that reads nothing: once the socket takes no more, the write timeout (the
+// longest wait without progress) ends it with status timeout and an error naming the peer and the
+// time. The callback's count is what the socket took, and exactly those bytes reach the peer.
+TEST_F(state_fixture, WriteTimeoutEndsAStalledWriteWithTheBytesTaken) {
+  comm::async_io_state_options o;
+  o.write_timeout = 200ms;
+  make(std::move(o));
+  const std::string data = [] {
+    auto v = random_bytes(8 << 20, 5);
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size());
+  }();
+  std::optional<comm::io_status> status;
+  std::size_t taken = 0;
+  std::string what;
+  const std::string peer_port = std::to_string(comm::get_socket_address(peer.get())->port);
+  clock::time_point stalled{};
+  in_loop([&] {
+    comm::async_io_state_write_buffer(*st, data, [&](comm::async_io_state& s, std::size_t n) {
+      try {
+        std::rethrow_exception(s.write_error());
+      } catch (const comm::socket_timeout_error& e) {
+        what = e.what();
+      } catch (const std::exception& e) {
+        what = std::string("not a socket_timeout_error: ") + e.what();
+      }
+      w.notify([&] { status = s.write_status(), taken = n, stalled = clock::now(); });
+    });
+  });
+  const auto t0 = clock::now();
+  ASSERT_TRUE(w.wait([&] { return status.has_value(); }));
+  EXPECT_EQ(*status, comm::io_status::timeout);
+  EXPECT_GE(stalled - t0, 200ms);
+  EXPECT_LT(stalled - t0, 3s);
+  EXPECT_EQ(what, "write to 127.0.0.1:" + peer_port + ": timed out after 200 ms: Connection timed out") << what;
+  ASSERT_GT(taken, 0u);
+  ASSERT_LT(taken, data.size());
+  const std::string got = recv_some(peer.get(), taken + 1, 1000ms);
+  EXPECT_EQ(got.size(), taken);
+  EXPECT_TRUE(got == data.substr(0, taken)) << "the bytes the peer got are not the start of the write";
+}
+
 TEST_F(state_fixture, QueuedWritesGoOutInOrderAndBackPressureRefusesBeyondTheLimit) {
   comm::async_io_state_options o;
   o.queue_output = true;
