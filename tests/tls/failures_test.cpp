@@ -183,7 +183,7 @@ TEST_P(Failures, MissingCertificateFileNamesIt) {
   }
 }
 
-TEST_P(Failures, WrongSideOptionsAreRejectedByName) {
+TEST_P(Failures, WrongSideAndUnpairedOptionsAreRejectedByName) {
   auto server_opts = [&](auto edit) {
     comm::ssl_context_options o;
     o.implementation = GetParam();
@@ -220,6 +220,19 @@ TEST_P(Failures, WrongSideOptionsAreRejectedByName) {
   }, "dh_file");
   rejects([&] { comm::create_ssl_server_context(options([&](auto& o) { o.implementation = GetParam(); })); },
           "certificate");
+  // A certificate and its key come from one place each, and together.
+  rejects([&] { comm::create_ssl_server_context(server_opts([](auto& o) { o.cert_pem = pki().good.cert_pem; })); },
+          "options cert_file and cert_pem are exclusive");
+  rejects([&] { comm::create_ssl_server_context(server_opts([](auto& o) { o.key_pem = pki().good.key_pem; })); },
+          "options key_file and key_pem are exclusive");
+  rejects([&] { comm::create_ssl_server_context(server_opts([](auto& o) { o.key_file.clear(); })); },
+          "a certificate needs its private key (key_file or key_pem)");
+  rejects([&] {
+    comm::create_ssl_client_context(options([&](auto& o) {
+      o.implementation = GetParam();
+      o.key_pem = pki().client.key_pem;
+    }));
+  }, "a private key needs its certificate (cert_file or cert_pem)");
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, Failures, ::testing::ValuesIn(tested_implementations()),
