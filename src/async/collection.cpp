@@ -173,23 +173,35 @@ void collection_impl::wake() noexcept {
   [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
+namespace {
+std::string what_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+}  // namespace
+
 void collection_impl::report(std::exception_ptr error) noexcept {
+  std::exception_ptr handler_error;
   try {
     if (handler_) {
       handler_(error);
       return;
     }
   } catch (...) {
-    error = std::current_exception();  // a handler that throws: fall back to stderr
+    handler_error = std::current_exception();  // a handler that throws: both go to stderr
   }
-  std::string what = "unknown exception";
   try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    what = e.what();
-  } catch (...) {
+    std::string line = "comm: wait_state_collection '" + name__ + "': callback failed: " + what_of(error);
+    if (handler_error) line += " (and its error handler failed: " + what_of(handler_error) + ")";
+    std::fprintf(stderr, "%s\n", line.c_str());
+  } catch (...) {  // no memory for the line
+    std::fputs("comm: wait_state_collection: callback failed\n", stderr);
   }
-  std::fprintf(stderr, "comm: wait_state_collection '%s': callback failed: %s\n", name__.c_str(), what.c_str());
 }
 
 bool collection_impl::in_loop_thread_() const noexcept {

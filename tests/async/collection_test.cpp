@@ -1,5 +1,7 @@
 // wait_state_collection: the loop, stopping it, posting into it, timers, error handling, closing.
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <set>
@@ -129,6 +131,60 @@ TEST(WaitStateCollection, CallbackExceptionGoesToTheHandlerAndTheLoopGoesOn) {
   ASSERT_TRUE(s.wait([&] { return errors.size() == 2 && after; }));
   EXPECT_EQ(errors[0], "boom in post");
   EXPECT_EQ(errors[1], "boom in timer");
+}
+
+// What the loop writes to stderr (fd 2) while this object lives.
+class stderr_capture {
+ public:
+  stderr_capture() {
+    if (::pipe2(pipe_, O_CLOEXEC | O_NONBLOCK) != 0) throw std::runtime_error("pipe2");
+    saved_ = ::dup(2);
+    ::dup2(pipe_[1], 2);
+  }
+  ~stderr_capture() { restore(); }
+  // Restores fd 2 and returns what was written (all of it: the pipe holds 64 KiB).
+  std::string restore() {
+    if (saved_ >= 0) {
+      ::dup2(saved_, 2);
+      ::close(saved_);
+      ::close(pipe_[1]);
+      saved_ = -1;
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(pipe_[0], buf, sizeof buf)) > 0) text_.append(buf, static_cast<std::size_t>(n));
+      ::close(pipe_[0]);
+    }
+    return text_;
+  }
+
+ private:
+  int pipe_[2] = {-1, -1};
+  int saved_ = -1;
+  std::string text_;
+};
+
+// Without a handler, an exception escaping a callback is written to stderr naming the collection,
+// and the loop goes on. A handler that throws itself loses neither error: both are written.
+TEST(WaitStateCollection, WithoutAHandlerOrWithAThrowingOneTheErrorGoesToStderr) {
+  std::string without, throwing;
+  {
+    loop_thread lt("no handler");
+    stderr_capture capture;
+    comm::apply_in_wait_state_collection_process(*lt, [] { throw std::runtime_error("boom"); });
+    EXPECT_EQ(lt.call([] { return 7; }), 7);  // after the post: its error has been written
+    without = capture.restore();
+  }
+  {
+    loop_thread lt("bad handler", [](std::exception_ptr) { throw std::logic_error("handler broke"); });
+    stderr_capture capture;
+    comm::apply_in_wait_state_collection_process(*lt, [] { throw std::runtime_error("boom"); });
+    EXPECT_EQ(lt.call([] { return 7; }), 7);
+    throwing = capture.restore();
+  }
+  EXPECT_EQ(without, "comm: wait_state_collection 'no handler': callback failed: boom\n");
+  EXPECT_EQ(throwing,
+            "comm: wait_state_collection 'bad handler': callback failed: boom (and its error handler failed: "
+            "handler broke)\n");
 }
 
 TEST(WaitStateCollection, SeveralCollectionsOnSeveralThreadsWorkSideBySide) {
