@@ -103,44 +103,6 @@ TEST(AsyncConnect, ConnectTimeoutFiresWithinItsBound) {
   ::close(l);
 }
 
-// Each side's state names the other end, on IPv4 and IPv6: the client's state the address it
-// connected to, the server's state the client's own address and port. (comm reads these from the
-// connect and accept calls themselves, not by asking the socket again.)
-TEST(AsyncConnect, ConnectedAndAcceptedStatesNameTheirPeers) {
-  for (const std::string host : {"127.0.0.1", "::1"}) {
-    SCOPED_TRACE(host);
-    loop_thread lt;
-    waiter w;
-    std::optional<comm::endpoint> server_sees, client_sees, client_local;
-    auto h = lt.call([&] {
-      comm::accept_options o;
-      o.address = host;
-      return comm::accept_tcp_connections_creating_async_io_states(
-          *lt, "0",
-          [&](comm::accepting_handle&, comm::async_io_state& s) { w.notify([&] { server_sees = s.peer_address(); }); },
-          o);
-    });
-    const std::uint16_t port = h->local_port();
-    std::string failure;
-    lt.call([&] {
-      comm::create_async_io_state_and_connected_tcp_socket(
-          *lt, host, std::to_string(port), [&](comm::async_io_state* s, std::exception_ptr e) {
-            if (e) return w.notify([&] { failure = "connect failed"; });
-            auto local = comm::get_socket_address(s->native_handle());
-            w.notify([&] { client_sees = s->peer_address(), client_local = local; });
-          });
-      return 0;
-    });
-    ASSERT_TRUE(w.wait([&] { return !failure.empty() || (server_sees && client_sees); })) << failure;
-    ASSERT_EQ(failure, "");
-    const comm::endpoint expected{comm::ip_address::parse(host), port};
-    EXPECT_EQ(client_sees->to_string(), expected.to_string());
-    ASSERT_TRUE(client_local.has_value());
-    EXPECT_NE(client_local->port, 0);
-    EXPECT_EQ(server_sees->to_string(), client_local->to_string());
-  }
-}
-
 namespace {
 
 // Connects on lt's loop with options o; the state (kept open) or the error.
@@ -167,9 +129,54 @@ connect_outcome connect_with(loop_thread& lt, const std::string& host, std::uint
   return out;
 }
 
+// An acceptor on host (an ephemeral port) that records the peer address of the state it accepts.
+std::shared_ptr<comm::accepting_handle> recording_acceptor(loop_thread& lt, const std::string& host, waiter& w,
+                                                           std::optional<comm::endpoint>& server_sees) {
+  return lt.call([&] {
+    comm::accept_options o;
+    o.address = host;
+    return comm::accept_tcp_connections_creating_async_io_states(
+        *lt, "0",
+        [&](comm::accepting_handle&, comm::async_io_state& s) { w.notify([&] { server_sees = s.peer_address(); }); },
+        o);
+  });
+}
+
 std::uint16_t free_port(const std::string& host) { return comm::tcp_listener::open("0", {.address = host}).local_port(); }
 
 }  // namespace
+
+// Each side's state names the other end, on IPv4 and IPv6: the client's state the address it
+// connected to, the server's state the client's own address and port. (comm reads these from the
+// connect and accept calls themselves, not by asking the socket again.)
+TEST(AsyncConnect, ConnectedAndAcceptedStatesNameTheirPeers) {
+  for (const std::string host : {"127.0.0.1", "::1"}) {
+    SCOPED_TRACE(host);
+    loop_thread lt;
+    waiter w;
+    std::optional<comm::endpoint> server_sees, client_sees, client_local;
+    auto h = recording_acceptor(lt, host, w, server_sees);
+    const std::uint16_t port = h->local_port();
+    std::string failure;
+    lt.call([&] {
+      comm::create_async_io_state_and_connected_tcp_socket(
+          *lt, host, std::to_string(port), [&](comm::async_io_state* s, std::exception_ptr e) {
+            if (e) return w.notify([&] { failure = "connect failed"; });
+            auto local = comm::get_socket_address(s->native_handle());
+            w.notify([&] { client_sees = s->peer_address(), client_local = local; });
+          });
+      return 0;
+    });
+    ASSERT_TRUE(w.wait([&] { return !failure.empty() || (server_sees && client_sees); })) << failure;
+    ASSERT_EQ(failure, "");
+    const comm::endpoint expected{comm::ip_address::parse(host), port};
+    EXPECT_EQ(client_sees->to_string(), expected.to_string());
+    ASSERT_TRUE(client_local.has_value());
+    EXPECT_NE(client_local->port, 0);
+    EXPECT_EQ(server_sees->to_string(), client_local->to_string());
+  }
+}
+
 
 // A local address and port of one's choice: the server sees the client come from exactly there.
 TEST(AsyncConnect, BindsToTheLocalAddressAndPortGiven) {
@@ -178,14 +185,7 @@ TEST(AsyncConnect, BindsToTheLocalAddressAndPortGiven) {
     loop_thread lt;
     waiter w;
     std::optional<comm::endpoint> server_sees;
-    auto h = lt.call([&] {
-      comm::accept_options o;
-      o.address = host;
-      return comm::accept_tcp_connections_creating_async_io_states(
-          *lt, "0",
-          [&](comm::accepting_handle&, comm::async_io_state& s) { w.notify([&] { server_sees = s.peer_address(); }); },
-          o);
-    });
+    auto h = recording_acceptor(lt, host, w, server_sees);
     const std::uint16_t local_port = free_port(host);
     comm::async_connect_options o;
     o.local_address = host;

@@ -330,6 +330,48 @@ TEST_P(AsyncTls, OutputShutdownWaitsForRoomForTheCloseNotifyUpToTheWriteTimeout)
 //                     arrives, or neither side ever reads.
 namespace {
 
+// A blocking client socket with the given buffer sizes (0: the system's), connected to 127.0.0.1:port.
+comm::socket_handle connect_with_buffers(const std::string& port, int sndbuf, int rcvbuf = 0) {
+  comm::socket_handle sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!sock.is_open()) throw std::runtime_error("socket");
+  if (sndbuf > 0 && ::setsockopt(sock.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0)
+    throw std::runtime_error("SO_SNDBUF");
+  if (rcvbuf > 0 && ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0)
+    throw std::runtime_error("SO_RCVBUF");
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) throw std::runtime_error("connect");
+  return sock;
+}
+
+// An async state on lt over sock, with a write timeout when given, once its TLS client handshake
+// (to "localhost") is done. Throws what the handshake failed with.
+std::shared_ptr<comm::async_io_state> tls_client_state(loop_thread& lt, comm::socket_handle sock,
+                                                       comm::ssl_implementation impl,
+                                                       std::optional<std::chrono::milliseconds> write_timeout = {}) {
+  waiter w;
+  bool ready = false;
+  std::exception_ptr failure;
+  std::shared_ptr<comm::async_io_state> state;
+  lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(sock))] {
+    state = comm::create_async_io_state(*lt, std::move(*s));
+    if (write_timeout) state->set_write_timeout(*write_timeout);
+    comm::attach_ssl_options co;
+    co.ssl_ctx = client_ctx(impl);
+    co.ssl_side = comm::ssl_side::client;
+    co.tlsext_host_name = "localhost";
+    comm::async_io_state_attach_ssl(*state, std::move(co), [&](comm::async_io_state&, std::exception_ptr e) {
+      w.notify([&] { failure = e, ready = true; });
+    });
+    return 0;
+  });
+  if (!w.wait([&] { return ready; }, std::chrono::seconds(10))) throw std::runtime_error("no TLS handshake in 10 s");
+  if (failure) std::rethrow_exception(failure);
+  return state;
+}
+
 enum class tickets_mode { none, unread, unread_then_data, late, late_owed, late_owed_then_unsent, flood };
 
 void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
@@ -347,41 +389,15 @@ void close_right_after_a_write(comm::ssl_implementation impl, bool keep_alive,
                                                      : "late_sink",
        pki().good.cert_file, pki().good.key_file});
   const std::string data = comm_test::random_bytes(60000, 21);
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  comm::socket_handle sock(fd);
-  int sndbuf = tickets && !owed ? 1 << 20 : 4096;
-  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
-  if (flood) {
-    const int rcvbuf = 4096;
-    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
-  }
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(peer.port)));
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-
+  comm::socket_handle sock = connect_with_buffers(peer.port, tickets && !owed ? 1 << 20 : 4096, flood ? 4096 : 0);
+  const int fd = sock.get();
   loop_thread lt("write-behind close");
   waiter w;
-  bool ready = false, closed = false;
+  bool closed = false;
   std::size_t written = 0;
-  std::exception_ptr failure;
-  std::shared_ptr<comm::async_io_state> state;
-  lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(sock))] {
-    state = comm::create_async_io_state(*lt, std::move(*s));
-    if (flood) state->set_write_timeout(std::chrono::seconds(3));  // bounds the linger, should it wait in vain
-    comm::attach_ssl_options co;
-    co.ssl_ctx = client_ctx(impl);
-    co.ssl_side = comm::ssl_side::client;
-    co.tlsext_host_name = "localhost";
-    comm::async_io_state_attach_ssl(*state, std::move(co), [&](comm::async_io_state&, std::exception_ptr e) {
-      w.notify([&] { failure = e, ready = true; });
-    });
-    return 0;
-  });
-  ASSERT_TRUE(w.wait([&] { return ready; }, std::chrono::seconds(10)));
-  ASSERT_FALSE(failure) << what_of(failure);
+  // With a flood, a write timeout bounds the linger, should it wait in vain.
+  auto state = tls_client_state(lt, std::move(sock), impl,
+                                flood ? std::optional(std::chrono::milliseconds(3000)) : std::nullopt);
   peer.process.wait_for(late ? "^FLIGHT$" : "^READY$");
   if (tickets) {
     pollfd p{fd, POLLIN, 0};
@@ -459,36 +475,12 @@ TEST_P(AsyncTls, CloseWithRecordsOwedToAPeerThatWritesFirstStillDeliversEveryByt
 TEST_P(AsyncTls, CloseTowardAPeerThatNeverReadsGivesUpAtTheWriteTimeout) {
   comm_test::python_server peer("tls_peer.py", {"late_sink", pki().good.cert_file, pki().good.key_file});
   const std::string data = comm_test::random_bytes(60000, 22);
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  comm::socket_handle sock(fd);
-  const int sndbuf = 4096;
-  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(peer.port)));
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-
+  comm::socket_handle sock = connect_with_buffers(peer.port, 4096);
+  const int fd = sock.get();
   loop_thread lt("linger bound");
   waiter w;
-  bool ready = false, closed = false;
-  std::exception_ptr failure;
-  std::shared_ptr<comm::async_io_state> state;
-  lt.call([&, s = std::make_shared<comm::socket_handle>(std::move(sock))] {
-    state = comm::create_async_io_state(*lt, std::move(*s));
-    state->set_write_timeout(std::chrono::milliseconds(300));
-    comm::attach_ssl_options co;
-    co.ssl_ctx = client_ctx(GetParam());
-    co.ssl_side = comm::ssl_side::client;
-    co.tlsext_host_name = "localhost";
-    comm::async_io_state_attach_ssl(*state, std::move(co), [&](comm::async_io_state&, std::exception_ptr e) {
-      w.notify([&] { failure = e, ready = true; });
-    });
-    return 0;
-  });
-  ASSERT_TRUE(w.wait([&] { return ready; }, std::chrono::seconds(10)));
-  ASSERT_FALSE(failure) << what_of(failure);
+  bool closed = false;
+  auto state = tls_client_state(lt, std::move(sock), GetParam(), std::chrono::milliseconds(300));
   peer.process.wait_for("^READY$");
   clock::time_point closed_at;
   lt.call([&] {
