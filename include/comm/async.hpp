@@ -272,7 +272,7 @@ struct async_connect_options {
   std::optional<milliseconds> connect_timeout;
   std::optional<milliseconds> read_timeout;
   std::optional<milliseconds> write_timeout;
-  std::string local_address;
+  std::string local_address;  // as connect_options: bind before connect, empty = OS chooses
   std::string local_port;
   bool nodelay = true;
   bool keepalive = false;

@@ -98,7 +98,9 @@ class socket_handle {
 
 struct connect_options {
   std::optional<milliseconds> timeout{};  // connect timeout (all addresses together); none = the OS's
-  std::string local_address{};            // bind before connect; empty = OS chooses
+  // Bind before connect. local_address (a literal or a name) skips the host's addresses of the other
+  // family; a chosen local_port is bound with SO_REUSEADDR, so that one in TIME_WAIT serves again.
+  std::string local_address{};            // empty = OS chooses
   std::string local_port{};               // number or service name; empty = OS chooses
   bool nodelay = true;                  // TCP_NODELAY
   bool keepalive = false;               // SO_KEEPALIVE
