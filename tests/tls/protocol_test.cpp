@@ -1,4 +1,8 @@
 // Protocol versions, key exchange groups and ALPN against openssl s_server.
+#include <poll.h>
+
+#include <chrono>
+
 #include "tls/tls_test_util.hpp"
 
 namespace comm_test {
@@ -92,6 +96,26 @@ TEST_P(Protocol, ServerWithoutX25519StillCompletesTheHandshake) {
   EXPECT_EQ(comm::ssl_connection_protocol_version(c), ssl_protocol_version::tls_v1_3);
   c.write_all("x\n");
   EXPECT_EQ(c.read_exact(2), "x\n");
+}
+
+// A TLS 1.2 server asking to renegotiate (a HelloRequest: s_server's "r" command) is declined:
+// comm's client answers with a no_renegotiation warning, which s_server logs as an error (it then
+// ends the connection), and never sends a second ClientHello.
+TEST_P(Protocol, ServerRequestToRenegotiateIsDeclined) {
+  openssl_server server({"-cert", pki().good.cert_file, "-key", pki().good.key_file, "-cert_chain", pki().good.chain_file,
+                         "-tls1_2"});
+  engine_connection c(connect_loopback(server.port), trusting_client(GetParam()), client_params());
+  c.handshake();
+  c.write_all("first\n");
+  server.process.wait_for("^first$");
+  server.process.write_stdin("r\n");
+  pollfd p{c.fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no HelloRequest came";
+  try {
+    c.read_exact(1, std::chrono::milliseconds(500));  // handles the HelloRequest; nothing else comes
+  } catch (const std::exception&) {  // the server's close or the read's timeout: either is fine here
+  }
+  EXPECT_TRUE(server.process.wait_for_text("ssl3_read_bytes:no renegotiation")) << server.process.output();
 }
 
 INSTANTIATE_TEST_SUITE_P(Implementations, Protocol, ::testing::ValuesIn(tested_implementations()),
