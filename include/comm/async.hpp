@@ -264,12 +264,13 @@ std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, di
 
 // ---------------------------------------------------------------------------------------------
 // Connecting. Resolution of a host name runs synchronously in the calling thread (it may block on
-// DNS); a numeric address never blocks. The connect itself is non-blocking, tries each address in
-// turn within connect_timeout, then (with ssl_ctx) the TLS handshake runs on the loop. The
-// callback runs from the loop with the open state and no error, or with nullptr and the error
-// (socket_connect_error, socket_create_error, or an ssl_condition).
+// DNS); a numeric address never blocks. The connect itself is non-blocking: the addresses race as
+// attempt_delay says, within connect_timeout; then (with ssl_ctx) the TLS handshake runs on the
+// loop. The callback runs from the loop with the open state and no error, or with nullptr and the
+// error (socket_connect_error, socket_create_error, or an ssl_condition).
 struct async_connect_options {
   std::optional<milliseconds> connect_timeout;
+  std::optional<milliseconds> attempt_delay = milliseconds(250);  // as connect_options (Happy Eyeballs)
   std::optional<milliseconds> read_timeout;
   std::optional<milliseconds> write_timeout;
   std::string local_address;  // as connect_options: bind before connect, empty = OS chooses

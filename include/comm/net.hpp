@@ -98,6 +98,12 @@ class socket_handle {
 
 struct connect_options {
   std::optional<milliseconds> timeout{};  // connect timeout (all addresses together); none = the OS's
+  // Happy Eyeballs (RFC 8305): after this long without an answer from one address the next one is
+  // tried too, and the first to connect wins, so that an address that stalls (IPv6 without a
+  // route, a host that drops SYNs) costs this delay, not the timeout. A failure starts the next at
+  // once. The families take turns from the resolver's first address on. none = one address at a
+  // time, each until its answer or the timeout.
+  std::optional<milliseconds> attempt_delay = milliseconds(250);
   // Bind before connect. local_address (a literal or a name) skips the host's addresses of the other
   // family; a chosen local_port is bound with SO_REUSEADDR, so that one in TIME_WAIT serves again.
   std::string local_address{};            // empty = OS chooses
@@ -107,9 +113,10 @@ struct connect_options {
   address_family family = address_family::any;
 };
 
-// Connects to host:service, trying each resolved address in turn. The descriptor is returned in
-// blocking mode with the options applied. Throws socket_connect_error ("connect to HOST:PORT: cause")
-// or socket_create_error (socket/bind failures).
+// Connects to host:service, trying the resolved addresses as attempt_delay says. The descriptor is
+// returned in blocking mode with the options applied. Throws socket_connect_error ("connect to
+// HOST:PORT: cause", the cause of the last address to fail) or socket_create_error (socket/bind
+// failures).
 socket_handle connect_to_tcp_server(std::string_view host, std::string_view service,
                                     const connect_options& options = {});
 

@@ -1,9 +1,11 @@
-// create_async_io_state_and_connected_tcp_socket: a non-blocking connect on the loop, address
-// after address within one connect timeout, then (with a TLS context) the handshake, then the
-// callback.
+// create_async_io_state_and_connected_tcp_socket: non-blocking connects on the loop, the addresses
+// racing as attempt_delay says (Happy Eyeballs) within one connect timeout, then (with a TLS
+// context) the handshake, then the callback.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+
+#include <algorithm>
 
 #include "async/state.hpp"
 #include "net/sockaddr.hpp"
@@ -21,16 +23,32 @@ std::string host_port(std::string_view host, std::uint16_t port) {
   return h + ":" + std::to_string(port);
 }
 
-class connector final : public loop_member, public std::enable_shared_from_this<connector> {
+class connector;
+
+// One address's connect in flight, registered for EPOLLOUT. Several may race (Happy Eyeballs).
+class connect_attempt final : public loop_member {
+ public:
+  connect_attempt(std::shared_ptr<connector> owner, socket_handle sock, endpoint target)
+      : owner(std::move(owner)), sock(std::move(sock)), target(std::move(target)) {}
+  void on_events(std::uint32_t) override;
+  void close_quietly() noexcept override;
+
+  std::shared_ptr<connector> owner;  // released when the race is over (see connector::end_race)
+  socket_handle sock;
+  endpoint target;
+};
+
+class connector final : public std::enable_shared_from_this<connector> {
  public:
   connector(collection_impl& c, std::string host, std::string service, connected_callback cb, async_connect_options o)
       : c_(c), host_(std::move(host)), service_(std::move(service)), cb_(std::move(cb)), opts_(std::move(o)) {
     timer_ = c_.no_timer();
+    delay_timer_ = c_.no_timer();
   }
 
   void start() {
     try {
-      endpoints_ = resolve(host_, service_, opts_.family);
+      endpoints_ = interleave_families(resolve(host_, service_, opts_.family));
     } catch (...) {
       fail(std::current_exception());
       return;
@@ -40,44 +58,48 @@ class connector final : public loop_member, public std::enable_shared_from_this<
         self->timer_ = self->c_.no_timer();
         self->timed_out();
       });
-    try_next();
+    start_next();
   }
 
-  void on_events(std::uint32_t) override {
+  void attempt_event(connect_attempt& a) {
     auto keep = shared_from_this();
     int err = 0;
     socklen_t len = sizeof err;
-    if (::getsockopt(sock_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (::getsockopt(a.sock.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     if (err == EINPROGRESS || err == EALREADY) return;
     if (err == 0) {
       // A spurious EPOLLOUT before the connect finished would show ENOTCONN here.
       sockaddr_storage ss;
       socklen_t sl = sizeof ss;
-      std::optional<endpoint> peer = current_;
-      if (::getpeername(sock_.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) {
+      std::optional<endpoint> peer = a.target;
+      if (::getpeername(a.sock.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) {
         if (errno == ENOTCONN) return;
       } else {
         peer = from_sockaddr(reinterpret_cast<sockaddr*>(&ss), sl);
       }
-      connected(std::move(peer), true);  // the state takes over this registration
+      current_ = a.target;
+      socket_handle sock = std::move(a.sock);
+      connected(std::move(sock), std::move(peer), &a);  // the state takes over a's registration
       return;
     }
-    c_.remove(*this, sock_.get());
-    sock_.reset();
+    current_ = a.target;
+    drop(a);
     last_errno_ = err;
     last_cause_.clear();
-    try_next();
+    start_next();  // a failure makes way for the next address at once
   }
 
-  void close_quietly() noexcept override {
+  void close_quietly() noexcept {
     c_.cancel_timer(timer_);
-    c_.remove(*this, sock_.get());
-    sock_.reset();
+    end_race();
     done_ = true;
   }
 
  private:
-  void try_next() {
+  // Starts addresses until one is in flight, one has connected, or none is left; then, with more
+  // left, the next one joins the race after attempt_delay (RFC 8305, section 5).
+  void start_next() {
+    c_.cancel_timer(delay_timer_);
     while (!done_ && next_ < endpoints_.size()) {
       const endpoint& ep = endpoints_[next_++];
       current_ = ep;
@@ -102,7 +124,7 @@ class connector final : public loop_member, public std::enable_shared_from_this<
                                                              ": socket")));
         return;
       }
-      sock_.reset(fd);
+      socket_handle sock(fd);
       int one = 1;
       if (opts_.nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       if (opts_.keepalive) ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
@@ -110,40 +132,67 @@ class connector final : public loop_member, public std::enable_shared_from_this<
         try {
           bind_for_connect(fd, *local, host_port(host_, ep.port));
         } catch (...) {
-          sock_.reset();
           fail(std::current_exception());
           return;
         }
       }
       if (::connect(fd, sa.get(), sa.length) == 0) {
-        connected(ep, false);
+        connected(std::move(sock), ep, nullptr);
         return;
       }
       int e = errno;
       if (e == EINPROGRESS) {
+        auto a = std::make_shared<connect_attempt>(shared_from_this(), std::move(sock), ep);
         try {
-          c_.add(shared_from_this(), fd, EPOLLOUT);
+          c_.add(a, fd, EPOLLOUT);
         } catch (...) {
-          sock_.reset();
+          a->owner.reset();
           fail(std::current_exception());
+          return;
         }
+        racing_.push_back(std::move(a));
+        if (opts_.attempt_delay && next_ < endpoints_.size())
+          delay_timer_ = c_.add_timer(loop_clock::now() + *opts_.attempt_delay, [self = shared_from_this()] {
+            self->delay_timer_ = self->c_.no_timer();
+            self->start_next();
+          });
         return;
       }
-      sock_.reset();
       last_errno_ = e;
       last_cause_.clear();
     }
-    if (done_) return;
+    if (done_ || !racing_.empty()) return;
     int e = last_errno_ ? last_errno_ : EHOSTUNREACH;
     fail(std::make_exception_ptr(socket_connect_error(
         {e, std::generic_category()},
         "connect to " + host_port(host_, current_.port) + (last_cause_.empty() ? "" : ": " + last_cause_))));
   }
 
+  // Deregisters and closes one attempt.
+  void drop(connect_attempt& a) noexcept {
+    auto it = std::find_if(racing_.begin(), racing_.end(), [&](const auto& p) { return p.get() == &a; });
+    if (it == racing_.end()) return;
+    auto held = std::move(*it);
+    racing_.erase(it);
+    c_.remove(*held, held->sock.get());
+    held->sock.reset();
+    held->owner.reset();
+  }
+
+  // Every attempt still racing is deregistered and closed (the winner's socket has moved on).
+  void end_race() noexcept {
+    c_.cancel_timer(delay_timer_);
+    for (auto& a : racing_) {
+      c_.remove(*a, a->sock.get());
+      a->sock.reset();
+      a->owner.reset();
+    }
+    racing_.clear();
+  }
+
   void timed_out() {
     if (done_) return;
-    c_.remove(*this, sock_.get());
-    sock_.reset();
+    end_race();
     auto ms = opts_.connect_timeout->count();
     fail(std::make_exception_ptr(
         socket_connect_error(std::make_error_code(std::errc::timed_out),
@@ -151,10 +200,20 @@ class connector final : public loop_member, public std::enable_shared_from_this<
                                  std::to_string(ms) + " ms")));
   }
 
-  // registered: the connector still has the socket registered, and the state takes that over.
-  void connected(std::optional<endpoint> peer, bool registered) {
+  // winner: the attempt whose registration the state takes over (nullptr: not registered).
+  void connected(socket_handle sock, std::optional<endpoint> peer, connect_attempt* winner) {
     c_.cancel_timer(timer_);
     done_ = true;
+    std::shared_ptr<connect_attempt> held;  // the winner lives until its slot has been handed over
+    if (winner != nullptr) {
+      auto it = std::find_if(racing_.begin(), racing_.end(), [&](const auto& p) { return p.get() == winner; });
+      if (it != racing_.end()) {
+        held = std::move(*it);
+        racing_.erase(it);
+        held->owner.reset();
+      }
+    }
+    end_race();
     async_io_state_options so;
     so.read_timeout = opts_.read_timeout;
     so.write_timeout = opts_.write_timeout;
@@ -163,10 +222,9 @@ class connector final : public loop_member, public std::enable_shared_from_this<
     so.queue_output = opts_.queue_output;
     std::shared_ptr<state_impl> state;
     try {
-      state = state_impl::create_nonblocking(c_, std::move(sock_), std::move(so), std::move(peer),
-                                             registered ? this : nullptr);
+      state = state_impl::create_nonblocking(c_, std::move(sock), std::move(so), std::move(peer), winner);
     } catch (...) {
-      c_.remove(*this, -1);  // the socket is closed
+      if (winner != nullptr) c_.remove(*winner, -1);  // the socket is closed
       deliver(nullptr, std::current_exception());
       return;
     }
@@ -196,6 +254,7 @@ class connector final : public loop_member, public std::enable_shared_from_this<
 
   void fail(std::exception_ptr err) {
     c_.cancel_timer(timer_);
+    end_race();
     done_ = true;
     deliver(nullptr, std::move(err));
   }
@@ -215,12 +274,22 @@ class connector final : public loop_member, public std::enable_shared_from_this<
   std::vector<endpoint> endpoints_;
   std::size_t next_ = 0;
   endpoint current_;
-  socket_handle sock_;
+  std::vector<std::shared_ptr<connect_attempt>> racing_;
   timer_token timer_;
+  timer_token delay_timer_;
   int last_errno_ = 0;
   std::string last_cause_;  // beyond the errno's own text
   bool done_ = false;
 };
+
+void connect_attempt::on_events(std::uint32_t) {
+  auto keep = owner;  // the attempt may be dropped inside
+  if (keep) keep->attempt_event(*this);
+}
+
+void connect_attempt::close_quietly() noexcept {
+  if (auto keep = owner) keep->close_quietly();
+}
 
 }  // namespace
 }  // namespace detail

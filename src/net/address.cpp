@@ -162,6 +162,20 @@ std::string host_port_text(std::string_view host, std::string_view service) {
   return h + ":" + std::string(service);
 }
 
+std::vector<endpoint> interleave_families(std::vector<endpoint> targets) {
+  if (targets.empty()) return targets;
+  const bool first_v6 = targets.front().address.is_v6();
+  std::vector<endpoint> same, other;
+  for (auto& t : targets) (t.address.is_v6() == first_v6 ? same : other).push_back(std::move(t));
+  std::vector<endpoint> out;
+  out.reserve(same.size() + other.size());
+  for (std::size_t i = 0; i < std::max(same.size(), other.size()); ++i) {
+    if (i < same.size()) out.push_back(std::move(same[i]));
+    if (i < other.size()) out.push_back(std::move(other[i]));
+  }
+  return out;
+}
+
 int poll_timeout_ms(const std::optional<clock::time_point>& deadline) noexcept {
   if (!deadline) return -1;
   auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now()).count();

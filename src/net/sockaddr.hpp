@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "comm/net.hpp"
 
@@ -54,6 +55,11 @@ struct dropped_input {
 };
 inline constexpr std::size_t close_drain_limit = std::size_t{16} << 20;
 dropped_input discard_unread_input(int fd, std::size_t limit = 256 * 1024) noexcept;
+
+// The order in which to try a host's addresses (RFC 8305, section 4): the resolver's order, but
+// families alternating from the first address's family on, so that a family whose addresses all
+// stall costs one attempt delay, not one per address.
+std::vector<endpoint> interleave_families(std::vector<endpoint> targets);
 
 // Connecting from a local address and port of the user's choice (connect options' local_address,
 // local_port), shared by the blocking and the asynchronous connect. The endpoint to bind to before

@@ -68,68 +68,110 @@ std::string no_local_address_of_family(const std::string& local_address, const e
 
 }  // namespace detail
 
+namespace {
+
+struct connect_attempt {
+  socket_handle socket;
+  endpoint target;
+};
+
+}  // namespace
+
+// Happy Eyeballs (RFC 8305, section 5): the targets, families alternating, start one after another:
+// the next one when an attempt has failed or the last one has had attempt_delay without an answer.
+// Those started stay in the race, and the first to connect wins. Without attempt_delay, each
+// target has until its answer (or the deadline) before the next starts.
 socket_handle connect_to_tcp_server(std::string_view host, std::string_view service, const connect_options& options) {
   const std::string peer = detail::host_port_text(host, service);
-  std::vector<endpoint> targets = resolve(host, service, options.family);
+  const std::vector<endpoint> targets = detail::interleave_families(resolve(host, service, options.family));
   const auto deadline = detail::deadline_after(options.timeout);
   std::error_code last_code;
   std::string last_cause = "no address to connect to";
   bool create_failure = false;
-
-  for (const endpoint& target : targets) {
-    const auto addr = detail::to_sockaddr(target);
-    auto local = detail::local_endpoint_for(options.local_address, options.local_port, addr.family());
-    if (!options.local_address.empty() && !local) {
-      last_code = std::make_error_code(std::errc::address_family_not_supported);
-      last_cause = detail::no_local_address_of_family(options.local_address, target);
-      continue;
-    }
-    socket_handle s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP));
-    if (!s) {
-      int e = errno;
-      last_code = detail::errno_code(e);
-      last_cause = "socket";
-      create_failure = true;
-      continue;
-    }
-    if (options.nodelay) set_nodelay(s.get(), true);
-    if (options.keepalive) set_keepalive(s.get(), true);
-    if (local) detail::bind_for_connect(s.get(), *local, peer);
+  auto failed = [&](int e) {
+    last_code = detail::errno_code(e);
+    last_cause.clear();
     create_failure = false;
-    int rc;
-    do {
-      rc = ::connect(s.get(), addr.get(), addr.length);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0 && errno != EINPROGRESS) {
-      int e = errno;
-      last_code = detail::errno_code(e);
-      last_cause.clear();
-      continue;
-    }
-    if (rc != 0) {
-      int ev = detail::poll_one(s.get(), POLLOUT, deadline);
-      if (ev == 0) {
-        throw socket_connect_error(std::make_error_code(std::errc::timed_out),
-                                   "connect to " + peer + ": timed out after " + std::to_string(options.timeout->count()) +
-                                       " ms");
-      }
-      int err = 0;
-      socklen_t len = sizeof err;
-      if (ev < 0) err = errno;
-      else if (::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-      if (err != 0) {
-        last_code = detail::errno_code(err);
-        last_cause.clear();
-        continue;
-      }
-    }
-    // Blocking again. The socket was made with O_NONBLOCK as its only flag that F_SETFL changes,
-    // so no F_GETFL is needed to keep the others.
+  };
+  // Blocking again. The socket was made with O_NONBLOCK as its only flag that F_SETFL changes, so
+  // no F_GETFL is needed to keep the others.
+  auto won = [&](socket_handle& s) {
     if (::fcntl(s.get(), F_SETFL, 0) != 0) {
       int e = errno;
       throw socket_create_error(detail::errno_code(e), "connect to " + peer + ": fcntl O_NONBLOCK");
     }
-    return s;
+    return std::move(s);
+  };
+
+  std::vector<connect_attempt> racing;
+  std::size_t next = 0;
+  detail::clock::time_point next_start{};  // when the next target joins the race
+  for (;;) {
+    // Start targets: the next one at once if none is racing, else once the attempt delay is over.
+    // One that fails at once makes way for the next at once.
+    while (next < targets.size() &&
+           (racing.empty() || (options.attempt_delay && detail::clock::now() >= next_start))) {
+      const endpoint& target = targets[next++];
+      const auto addr = detail::to_sockaddr(target);
+      auto local = detail::local_endpoint_for(options.local_address, options.local_port, addr.family());
+      if (!options.local_address.empty() && !local) {
+        last_code = std::make_error_code(std::errc::address_family_not_supported);
+        last_cause = detail::no_local_address_of_family(options.local_address, target);
+        continue;
+      }
+      socket_handle s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP));
+      if (!s) {
+        int e = errno;
+        last_code = detail::errno_code(e);
+        last_cause = "socket";
+        create_failure = true;
+        continue;
+      }
+      if (options.nodelay) set_nodelay(s.get(), true);
+      if (options.keepalive) set_keepalive(s.get(), true);
+      if (local) detail::bind_for_connect(s.get(), *local, peer);
+      int rc;
+      do {
+        rc = ::connect(s.get(), addr.get(), addr.length);
+      } while (rc != 0 && errno == EINTR);
+      if (rc == 0) return won(s);
+      if (errno != EINPROGRESS) {
+        failed(errno);
+        continue;
+      }
+      racing.push_back({std::move(s), target});
+      if (options.attempt_delay) next_start = detail::clock::now() + *options.attempt_delay;
+      break;
+    }
+    if (racing.empty()) break;  // every target has failed
+
+    std::optional<detail::clock::time_point> wake = deadline;
+    if (next < targets.size() && options.attempt_delay && (!wake || next_start < *wake)) wake = next_start;
+    std::vector<pollfd> polled(racing.size());
+    for (std::size_t i = 0; i < racing.size(); ++i) polled[i] = {racing[i].socket.get(), POLLOUT, 0};
+    int rc = ::poll(polled.data(), polled.size(), detail::poll_timeout_ms(wake));
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      throw socket_connect_error(detail::errno_code(e), "connect to " + peer + ": poll");
+    }
+    if (rc == 0) {
+      if (deadline && detail::clock::now() >= *deadline)
+        throw socket_connect_error(std::make_error_code(std::errc::timed_out),
+                                   "connect to " + peer + ": timed out after " + std::to_string(options.timeout->count()) +
+                                       " ms");
+      continue;  // the attempt delay is over: the next target joins
+    }
+    for (std::size_t i = polled.size(); i-- > 0;) {
+      if (polled[i].revents == 0) continue;
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (::getsockopt(polled[i].fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      if (err == 0) return won(racing[i].socket);  // the others close as `racing` goes
+      failed(err);
+      racing.erase(racing.begin() + static_cast<std::ptrdiff_t>(i));
+      next_start = detail::clock::now();  // a failure makes way for the next target at once
+    }
   }
   if (create_failure) throw socket_create_error(last_code, "connect to " + peer + (last_cause.empty() ? "" : ": " + last_cause));
   throw socket_connect_error(last_code, "connect to " + peer + (last_cause.empty() ? "" : ": " + last_cause));

@@ -6,6 +6,7 @@ namespace comm {
 socket_stream open_tcp_stream(std::string_view host, std::string_view service, open_tcp_stream_options options) {
   connect_options co;
   co.timeout = options.timeout;
+  co.attempt_delay = options.attempt_delay;
   co.local_address = options.local_address;
   co.local_port = options.local_port;
   co.nodelay = options.nodelay;

@@ -1,7 +1,7 @@
 // Deterministic socket faults under the library's real I/O paths, by symbol interposition.
 //
-// The test binary test_fault defines recv, send, epoll_ctl, epoll_wait, connect, accept4 and close
-// itself (socket_faults_test.cpp). The library is linked statically into it, so its ::recv /
+// The test binary test_fault defines recv, send, epoll_ctl, epoll_wait, connect, accept4, close and
+// getaddrinfo itself (socket_faults_test.cpp). The library is linked statically into it, so its ::recv /
 // ::send / ::epoll_wait calls bind to these definitions; they forward to the next definition
 // (libc, or a sanitizer's interceptor which then calls libc) found with dlsym(RTLD_NEXT).
 // Descriptors of connections to or from a watched port (the test's listener) are faulted; every
@@ -24,6 +24,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <vector>
 
 namespace fault {
 
@@ -65,6 +67,14 @@ void clear();
 counters totals();
 // recv calls made on one faulted descriptor so far (0 for one that is not faulted).
 std::uint64_t reads_of(int fd);
+
+// Name resolution: getaddrinfo(name) answers with these numeric addresses in this order (those of
+// the family asked for), until clear(); every other name goes to the resolver. For a host with
+// addresses of the test's choice (Happy Eyeballs).
+void fake_host(const std::string& name, std::vector<std::string> addresses);
+// The addresses that connect() was called with for `port` since clear(), in order ("127.0.0.1",
+// "::1").
+std::vector<std::string> connects_to(std::uint16_t port);
 
 // Clears on construction and destruction, so one test's faults never reach the next.
 struct scope {

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <string>
 #include <utility>
 
 namespace {
@@ -28,6 +30,8 @@ struct next_functions {
   int (*connect)(int, const sockaddr*, socklen_t);
   int (*accept4)(int, sockaddr*, socklen_t*, int);
   int (*close)(int);
+  int (*getaddrinfo)(const char*, const char*, const addrinfo*, addrinfo**);
+  void (*freeaddrinfo)(addrinfo*);
 };
 
 template <class F>
@@ -46,6 +50,8 @@ const next_functions& next() {
       lookup<decltype(next_functions::connect)>("connect"),
       lookup<decltype(next_functions::accept4)>("accept4"),
       lookup<decltype(next_functions::close)>("close"),
+      lookup<decltype(next_functions::getaddrinfo)>("getaddrinfo"),
+      lookup<decltype(next_functions::freeaddrinfo)>("freeaddrinfo"),
   };
   return n;
 }
@@ -72,12 +78,23 @@ struct registry {
   std::map<std::pair<int, int>, epoll_event> epoll_regs;  // (epoll fd, fd) -> what was registered
   fault::counters counts;
   bool calm_writes = false;
+  std::map<std::string, std::vector<std::string>> hosts;       // fake_host
+  std::map<std::uint16_t, std::vector<std::string>> connects;  // connects_to
 };
 
 // Never destroyed: a descriptor may be closed during static destruction, after main.
 registry& reg() {
   static registry* r = new registry;
   return *r;
+}
+
+std::string address_text(const sockaddr* sa) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (sa->sa_family == AF_INET)
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, text, sizeof text);
+  if (sa->sa_family == AF_INET6)
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, text, sizeof text);
+  return text;
 }
 
 std::uint16_t port_of(const sockaddr* sa) {
@@ -162,6 +179,21 @@ void clear() {
   r.ports.clear();
   r.fds.clear();
   r.counts = {};
+  r.hosts.clear();
+  r.connects.clear();
+}
+
+void fake_host(const std::string& name, std::vector<std::string> addresses) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  r.hosts[name] = std::move(addresses);
+}
+
+std::vector<std::string> connects_to(std::uint16_t port) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  auto it = r.connects.find(port);
+  return it == r.connects.end() ? std::vector<std::string>{} : it->second;
 }
 
 counters totals() {
@@ -306,10 +338,43 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
   if (port != 0) {
     auto& r = reg();
     std::lock_guard lock(r.m);
+    r.connects[port].push_back(address_text(addr));
     auto it = r.ports.find(port);
     if (it != r.ports.end()) add_fd(fd, it->second.connecting, it->second.connected_count++);
   }
   return next().connect(fd, addr, len);
+}
+
+// A fake host's addresses, each resolved as a numeric host by the real getaddrinfo (so the hints
+// apply as they would), chained in the given order. glibc's freeaddrinfo frees node by node, so the
+// chain goes back to it like any answer.
+int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
+  std::vector<std::string> fake;
+  if (node != nullptr) {
+    auto& r = reg();
+    std::lock_guard lock(r.m);
+    auto it = r.hosts.find(node);
+    if (it != r.hosts.end()) fake = it->second;
+  }
+  if (fake.empty()) return next().getaddrinfo(node, service, hints, res);
+  addrinfo h = hints != nullptr ? *hints : addrinfo{};
+  h.ai_flags = (h.ai_flags | AI_NUMERICHOST) & ~AI_CANONNAME;
+  addrinfo* head = nullptr;
+  addrinfo** tail = &head;
+  for (const auto& a : fake) {
+    addrinfo* one = nullptr;
+    int rc = next().getaddrinfo(a.c_str(), service, &h, &one);
+    if (rc == EAI_ADDRFAMILY || rc == EAI_NONAME || rc == EAI_FAMILY) continue;  // not of the family asked
+    if (rc != 0) {
+      if (head != nullptr) next().freeaddrinfo(head);
+      return rc;
+    }
+    *tail = one;
+    while (*tail != nullptr) tail = &(*tail)->ai_next;
+  }
+  if (head == nullptr) return EAI_NONAME;
+  *res = head;
+  return 0;
 }
 
 int accept4(int listener, sockaddr* addr, socklen_t* len, int flags) {

@@ -1,0 +1,403 @@
+// Happy Eyeballs (RFC 8305): both connects, blocking and asynchronous, on a host whose addresses the
+// test chooses (fault::fake_host answers getaddrinfo for it). An address that stalls is a listener
+// whose accept queue is full: Linux drops the SYNs that reach it, so a connect there neither
+// succeeds nor fails, as toward an address without a route. The fault layer also records the
+// addresses that connect() was called with, in order.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "async/async_helpers.hpp"
+#include "comm/comm.hpp"
+#include "fault/socket_faults.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using race_clock = std::chrono::steady_clock;
+using strings = std::vector<std::string>;
+
+comm::socket_handle race_listener(const std::string& address, std::uint16_t port, int backlog) {
+  const bool v6 = address.find(':') != std::string::npos;
+  comm::socket_handle s(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) throw std::runtime_error("race_listener: socket");
+  int one = 1;
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (v6) {
+    ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    ::inet_pton(AF_INET6, address.c_str(), &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    ::inet_pton(AF_INET, address.c_str(), &a->sin_addr);
+    len = sizeof *a;
+  }
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(s.get(), backlog) != 0)
+    throw std::runtime_error("race_listener: bind or listen on " + address + ":" + std::to_string(port) + ": " +
+                             std::strerror(errno));
+  return s;
+}
+
+std::uint16_t port_of_listener(const comm::socket_handle& s) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  const auto* sa = reinterpret_cast<const sockaddr*>(&ss);
+  return ntohs(sa->sa_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port
+                                         : reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+}
+
+// A listener whose accept queue (one connection) is full and never accepted from.
+struct stalled_address {
+  comm::socket_handle listener, filler;
+  stalled_address(const std::string& address, std::uint16_t port) : listener(race_listener(address, port, 0)) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    filler.reset(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (::connect(filler.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
+      throw std::runtime_error("stalled_address: filler connect");
+  }
+  std::uint16_t port() const { return port_of_listener(listener); }
+};
+
+// The address of the connection accepted on listener within 5 s ("" when none came).
+std::string accepted_from(const comm::socket_handle& listener) {
+  pollfd p{listener.get(), POLLIN, 0};
+  if (::poll(&p, 1, 5000) != 1) return "";
+  comm::socket_handle c(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  auto ep = c ? comm::get_socket_address(c.get()) : std::nullopt;
+  return ep ? ep->address.to_string() : "";
+}
+
+std::string peer_of(int fd) {
+  auto ep = comm::get_socket_peer_address(fd);
+  return ep ? ep->address.to_string() : "";
+}
+
+long long millis_since(race_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(race_clock::now() - t0).count();
+}
+
+// ---- the blocking connect
+
+// The first address stalls: after the attempt delay the second joins and wins, and the stalled
+// attempt is closed.
+TEST(HappyEyeballs, AStalledAddressGivesWayToTheNextAfterTheAttemptDelay) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  fault::scope faults;
+  fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
+  const int fds_before = async_test::count_open_fds();
+  comm::connect_options o;
+  o.timeout = 10s;
+  o.attempt_delay = 200ms;
+  const auto t0 = race_clock::now();
+  comm::socket_handle s = comm::connect_to_tcp_server("first-stalls.test", std::to_string(port), o);
+  EXPECT_GE(millis_since(t0), 200);
+  EXPECT_EQ(peer_of(s.get()), "127.0.0.2");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(async_test::count_open_fds(), fds_before + 1);  // the stalled attempt is closed
+  EXPECT_EQ(accepted_from(good), "127.0.0.2");
+}
+
+// Without an attempt delay, one address at a time: the stalled one has the whole timeout.
+TEST(HappyEyeballs, OneAddressAtATimeGivesTheStalledOneTheWholeTimeout) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  fault::scope faults;
+  fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
+  comm::connect_options o;
+  o.timeout = 500ms;
+  o.attempt_delay = std::nullopt;
+  try {
+    (void)comm::connect_to_tcp_server("first-stalls.test", std::to_string(port), o);
+    FAIL() << "connected";
+  } catch (const comm::socket_connect_error& e) {
+    EXPECT_EQ(e.code(), std::make_error_code(std::errc::timed_out));
+    EXPECT_EQ(std::string(e.what()),
+              "connect to first-stalls.test:" + std::to_string(port) + ": timed out after 500 ms: Connection timed out");
+  }
+  EXPECT_EQ(fault::connects_to(port), strings{"127.0.0.1"});
+}
+
+// The families take turns from the first address's on: with two stalled IPv4 addresses first,
+// the second attempt goes to the IPv6 one, which wins before the third would start.
+TEST(HappyEyeballs, FamiliesTakeTurns) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  stalled_address stalled2("127.0.0.3", port);
+  comm::socket_handle good = race_listener("::1", port, 8);
+  fault::scope faults;
+  fault::fake_host("mixed.test", {"127.0.0.1", "127.0.0.3", "::1"});
+  comm::connect_options o;
+  o.timeout = 10s;
+  o.attempt_delay = 500ms;
+  comm::socket_handle s = comm::connect_to_tcp_server("mixed.test", std::to_string(port), o);
+  EXPECT_EQ(peer_of(s.get()), "::1");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "::1"}));
+  EXPECT_EQ(accepted_from(good), "::1");
+}
+
+// An attempt that fails while another is still racing makes way for the next address at once,
+// not after the attempt delay: here the connect takes one delay (1 s), not two.
+TEST(HappyEyeballs, AFailureStartsTheNextAddressAtOnce) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  fault::scope faults;
+  // 127.0.0.3 has no listener on the port: refused.
+  fault::fake_host("refused-second.test", {"127.0.0.1", "127.0.0.3", "127.0.0.2"});
+  comm::connect_options o;
+  o.timeout = 10s;
+  o.attempt_delay = 1s;
+  const auto t0 = race_clock::now();
+  comm::socket_handle s = comm::connect_to_tcp_server("refused-second.test", std::to_string(port), o);
+  const auto took = millis_since(t0);
+  EXPECT_GE(took, 1000);
+  EXPECT_LT(took, 1900);
+  EXPECT_EQ(peer_of(s.get()), "127.0.0.2");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.3", "127.0.0.2"}));
+}
+
+// Every address stalls: the timeout covers them all, and the error names it.
+TEST(HappyEyeballs, EveryAddressStalledTimesOutNamingTheTimeout) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  stalled_address stalled2("127.0.0.2", port);
+  fault::scope faults;
+  fault::fake_host("all-stall.test", {"127.0.0.1", "127.0.0.2"});
+  const int fds_before = async_test::count_open_fds();
+  comm::connect_options o;
+  o.timeout = 600ms;
+  o.attempt_delay = 100ms;
+  try {
+    (void)comm::connect_to_tcp_server("all-stall.test", std::to_string(port), o);
+    FAIL() << "connected";
+  } catch (const comm::socket_connect_error& e) {
+    EXPECT_EQ(e.code(), std::make_error_code(std::errc::timed_out));
+    EXPECT_EQ(std::string(e.what()),
+              "connect to all-stall.test:" + std::to_string(port) + ": timed out after 600 ms: Connection timed out");
+  }
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(async_test::count_open_fds(), fds_before);
+}
+
+// Every address refuses: the error is the last one's cause.
+TEST(HappyEyeballs, EveryAddressRefusedNamesTheCause) {
+  comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
+  const std::uint16_t port = port_of_listener(probe);
+  probe.reset();  // nothing listens on the port now
+  fault::scope faults;
+  fault::fake_host("all-refuse.test", {"127.0.0.1", "127.0.0.2"});
+  try {
+    (void)comm::connect_to_tcp_server("all-refuse.test", std::to_string(port), {.timeout = 5s});
+    FAIL() << "connected";
+  } catch (const comm::socket_connect_error& e) {
+    EXPECT_EQ(e.code(), std::make_error_code(std::errc::connection_refused));
+    EXPECT_EQ(std::string(e.what()), "connect to all-refuse.test:" + std::to_string(port) + ": Connection refused");
+  }
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+}
+
+// open_tcp_stream passes the option on.
+TEST(HappyEyeballs, OpenTcpStreamRacesToo) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  fault::scope faults;
+  fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
+  comm::socket_stream s =
+      comm::open_tcp_stream("first-stalls.test", std::to_string(port), {.timeout = 10s, .attempt_delay = 100ms});
+  EXPECT_EQ(peer_of(s.native_handle()), "127.0.0.2");
+  EXPECT_EQ(accepted_from(good), "127.0.0.2");
+}
+
+// ---- the asynchronous connect
+
+struct race_result {
+  async_test::waiter w;
+  bool done = false;
+  std::string peer;
+  std::string error;
+  std::error_code code;
+  long long millis = 0;
+};
+
+void async_race(async_test::loop_thread& lt, const std::string& host, std::uint16_t port,
+                comm::async_connect_options o, race_result& r) {
+  const auto t0 = race_clock::now();
+  lt.call([&] {
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, host, std::to_string(port),
+        [&r, t0](comm::async_io_state* s, std::exception_ptr e) {
+          std::string peer, error;
+          std::error_code code;
+          if (s != nullptr) {
+            auto ep = s->peer_address();
+            peer = ep ? ep->address.to_string() : "?";
+            comm::close_async_io_state(*s);
+          }
+          try {
+            if (e) std::rethrow_exception(e);
+          } catch (const comm::socket_error& x) {
+            error = x.what();
+            code = x.code();
+          }
+          const auto ms = millis_since(t0);
+          r.w.notify([&] { r.done = true, r.peer = peer, r.error = error, r.code = code, r.millis = ms; });
+        },
+        std::move(o));
+    return 0;
+  });
+}
+
+TEST(AsyncHappyEyeballs, AStalledAddressGivesWayToTheNextAfterTheAttemptDelay) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  fault::scope faults;
+  fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
+  async_test::loop_thread lt("race");
+  const int fds_before = async_test::count_open_fds();
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = 10s;
+  o.attempt_delay = 200ms;
+  async_race(lt, "first-stalls.test", port, o, r);
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.peer, "127.0.0.2");
+  EXPECT_GE(r.millis, 200);
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(accepted_from(good), "127.0.0.2");
+  // The stalled attempt was closed when the other won, the state when the callback closed it.
+  EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before);
+}
+
+TEST(AsyncHappyEyeballs, FamiliesTakeTurns) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  stalled_address stalled2("127.0.0.3", port);
+  comm::socket_handle good = race_listener("::1", port, 8);
+  fault::scope faults;
+  fault::fake_host("mixed.test", {"127.0.0.1", "127.0.0.3", "::1"});
+  async_test::loop_thread lt("race");
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = 10s;
+  o.attempt_delay = 500ms;
+  async_race(lt, "mixed.test", port, o, r);
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.peer, "::1");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "::1"}));
+  EXPECT_EQ(accepted_from(good), "::1");
+}
+
+TEST(AsyncHappyEyeballs, AFailureStartsTheNextAddressAtOnce) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  fault::scope faults;
+  fault::fake_host("refused-second.test", {"127.0.0.1", "127.0.0.3", "127.0.0.2"});
+  async_test::loop_thread lt("race");
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = 10s;
+  o.attempt_delay = 1s;
+  async_race(lt, "refused-second.test", port, o, r);
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.peer, "127.0.0.2");
+  EXPECT_GE(r.millis, 1000);
+  EXPECT_LT(r.millis, 1900);
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.3", "127.0.0.2"}));
+}
+
+TEST(AsyncHappyEyeballs, EveryAddressStalledTimesOutAndClosesEveryAttempt) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  stalled_address stalled2("127.0.0.2", port);
+  fault::scope faults;
+  fault::fake_host("all-stall.test", {"127.0.0.1", "127.0.0.2"});
+  async_test::loop_thread lt("race");
+  const int fds_before = async_test::count_open_fds();
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = 600ms;
+  o.attempt_delay = 100ms;
+  async_race(lt, "all-stall.test", port, o, r);
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.code, std::make_error_code(std::errc::timed_out));
+  EXPECT_EQ(r.error,
+            "connect to all-stall.test:" + std::to_string(port) + ": timed out after 600 ms: Connection timed out");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before);
+}
+
+TEST(AsyncHappyEyeballs, EveryAddressRefusedNamesTheCause) {
+  comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
+  const std::uint16_t port = port_of_listener(probe);
+  probe.reset();
+  fault::scope faults;
+  fault::fake_host("all-refuse.test", {"127.0.0.1", "127.0.0.2"});
+  async_test::loop_thread lt("race");
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = 5s;
+  async_race(lt, "all-refuse.test", port, o, r);
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.code, std::make_error_code(std::errc::connection_refused));
+  EXPECT_EQ(r.error, "connect to all-refuse.test:" + std::to_string(port) + ": Connection refused");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+}
+
+// Closing the collection in the middle of a race closes every attempt, and no callback runs.
+TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  stalled_address stalled2("127.0.0.2", port);
+  fault::scope faults;
+  fault::fake_host("all-stall.test", {"127.0.0.1", "127.0.0.2"});
+  async_test::loop_thread lt("race");
+  const int fds_before = async_test::count_open_fds();
+  bool called = false;
+  lt.call([&] {
+    comm::async_connect_options o;
+    o.attempt_delay = 0ms;  // the second starts from a timer due at once
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "all-stall.test", std::to_string(port), [&](comm::async_io_state*, std::exception_ptr) { called = true; },
+        o);
+    return 0;
+  });
+  // Each call is a turn of the loop, which fires the timer.
+  for (int turn = 0; turn < 100 && fault::connects_to(port).size() < 2; ++turn) lt.call([] { return 0; });
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before + 2);
+  EXPECT_FALSE(lt.call([&] {
+    comm::close_wait_state_collection(*lt);
+    return called;
+  }));
+  EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before);
+  EXPECT_FALSE(lt.call([&] { return called; }));
+}
+
+}  // namespace
