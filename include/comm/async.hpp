@@ -263,11 +263,12 @@ std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, di
                                                        shutdown_callback callback = {});
 
 // ---------------------------------------------------------------------------------------------
-// Connecting. Resolution of a host name runs synchronously in the calling thread (it may block on
-// DNS); a numeric address never blocks. The connect itself is non-blocking: the addresses race as
-// attempt_delay says, within connect_timeout; then (with ssl_ctx) the TLS handshake runs on the
-// loop. The callback runs from the loop with the open state and no error, or with nullptr and the
-// error (socket_connect_error, socket_create_error, or an ssl_condition).
+// Connecting. A host name is resolved on a resolver thread shared by every collection (getaddrinfo
+// may wait seconds on DNS), so the loop goes on meanwhile; a numeric address is used at once. The
+// connects are non-blocking, the addresses racing as attempt_delay says; connect_timeout covers the
+// resolution and the connects. Then (with ssl_ctx) the TLS handshake runs on the loop. The callback
+// runs from the loop with the open state and no error, or with nullptr and the error
+// (socket_connect_error, socket_create_error, or an ssl_condition).
 struct async_connect_options {
   std::optional<milliseconds> connect_timeout;
   std::optional<milliseconds> attempt_delay = milliseconds(250);  // as connect_options (Happy Eyeballs)

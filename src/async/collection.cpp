@@ -307,6 +307,7 @@ void collection_impl::stop() noexcept {
 }
 
 void collection_impl::close_all() noexcept {
+  ++closes_;
   // Copy first: closing removes members from the table.
   std::vector<std::shared_ptr<loop_member>> members;
   for (auto& s : slots_)

@@ -85,6 +85,9 @@ class collection_impl final : public wait_state_collection {
   void run(bool claimed = false);
   void stop() noexcept;
   void close_all() noexcept;
+  // How many times close_all has run. Work that holds no registration while it waits elsewhere (a
+  // host name being resolved on another thread) notes it first, and drops itself if it changed.
+  std::uint64_t closes() const noexcept { return closes_; }
   // One buffer per loop that read_with_checking reads into when the state holds nothing yet (the
   // callback sees the bytes there; only what it leaves is copied to the state). As large as a
   // typical bulk write, so a bulk reader makes one recv per 256 KiB, not four.
@@ -118,6 +121,7 @@ class collection_impl final : public wait_state_collection {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   std::vector<slot_entry> slots_;
+  std::uint64_t closes_ = 0;
   std::vector<std::uint32_t> free_slots_;
   timer_map timers_;
   std::unordered_map<timer_id, timer_token> public_timers_;

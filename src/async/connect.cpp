@@ -5,7 +5,13 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 #include "async/state.hpp"
 #include "net/sockaddr.hpp"
@@ -22,6 +28,49 @@ std::string host_port(std::string_view host, std::uint16_t port) {
   if (h.find(':') != std::string::npos) h = "[" + h + "]";
   return h + ":" + std::to_string(port);
 }
+
+// Host names are resolved here, off the loops: getaddrinfo may wait seconds on DNS. A few threads,
+// started on first use and shared by every collection, take the lookups in order. Never destroyed:
+// its threads wait on it until the process ends.
+class resolver_pool {
+ public:
+  static resolver_pool& instance() {
+    static auto* pool = new resolver_pool;
+    return *pool;
+  }
+  void submit(std::function<void()> job) {
+    std::lock_guard lock(m_);
+    jobs_.push_back(std::move(job));
+    if (idle_ < jobs_.size() && threads_ < max_threads) {
+      ++threads_;
+      std::thread([this] { work(); }).detach();
+    } else {
+      cv_.notify_one();
+    }
+  }
+
+ private:
+  static constexpr std::size_t max_threads = 4;
+  void work() {
+    ::pthread_setname_np(::pthread_self(), "comm resolver");
+    std::unique_lock lock(m_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [this] { return !jobs_.empty(); });
+      --idle_;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();  // does not throw
+      job = nullptr;
+      lock.lock();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::size_t threads_ = 0, idle_ = 0;
+};
 
 class connector;
 
@@ -46,18 +95,56 @@ class connector final : public std::enable_shared_from_this<connector> {
     delay_timer_ = c_.no_timer();
   }
 
+  // A numeric host is resolved here; a name on the resolver threads, the result coming back to
+  // the loop. The connect timeout covers both.
   void start() {
-    try {
-      endpoints_ = interleave_families(resolve(host_, service_, opts_.family));
-    } catch (...) {
-      fail(std::current_exception());
-      return;
-    }
+    closes_at_start_ = c_.closes();
     if (opts_.connect_timeout)
       timer_ = c_.add_timer(loop_clock::now() + *opts_.connect_timeout, [self = shared_from_this()] {
         self->timer_ = self->c_.no_timer();
         self->timed_out();
       });
+    std::string h = host_;
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    if (h.empty() || ip_address::try_parse(h)) {
+      std::vector<endpoint> found;
+      try {
+        found = resolve(host_, service_, opts_.family);
+      } catch (...) {
+        fail(std::current_exception());
+        return;
+      }
+      resolved(std::move(found), nullptr);
+      return;
+    }
+    std::weak_ptr<wait_state_collection> collection = c_.shared_from_this();
+    resolver_pool::instance().submit(
+        [self = shared_from_this(), collection, host = host_, service = service_, family = opts_.family] {
+          std::vector<endpoint> found;
+          std::exception_ptr error;
+          try {
+            found = resolve(host, service, family);
+          } catch (...) {
+            error = std::current_exception();
+          }
+          if (auto c = collection.lock()) {
+            try {
+              impl_of(*c).post([self, found = std::move(found), error]() mutable {
+                self->resolved(std::move(found), error);
+              });
+            } catch (...) {  // no memory for the closure: the connect cannot end (nor can much else)
+            }
+          }
+        });
+  }
+
+  void resolved(std::vector<endpoint> found, std::exception_ptr error) {
+    if (done_ || c_.closes() != closes_at_start_) return;  // timed out, or closed meanwhile
+    if (error) {
+      fail(std::move(error));
+      return;
+    }
+    endpoints_ = interleave_families(std::move(found));
     start_next();
   }
 
@@ -165,7 +252,7 @@ class connector final : public std::enable_shared_from_this<connector> {
     int e = last_errno_ ? last_errno_ : EHOSTUNREACH;
     fail(std::make_exception_ptr(socket_connect_error(
         {e, std::generic_category()},
-        "connect to " + host_port(host_, current_.port) + (last_cause_.empty() ? "" : ": " + last_cause_))));
+        "connect to " + host_port_text(host_, service_) + (last_cause_.empty() ? "" : ": " + last_cause_))));
   }
 
   // Deregisters and closes one attempt.
@@ -191,12 +278,12 @@ class connector final : public std::enable_shared_from_this<connector> {
   }
 
   void timed_out() {
-    if (done_) return;
+    if (done_ || c_.closes() != closes_at_start_) return;
     end_race();
     auto ms = opts_.connect_timeout->count();
     fail(std::make_exception_ptr(
         socket_connect_error(std::make_error_code(std::errc::timed_out),
-                             "connect to " + host_port(host_, current_.port) + ": timed out after " +
+                             "connect to " + host_port_text(host_, service_) + ": timed out after " +
                                  std::to_string(ms) + " ms")));
   }
 
@@ -280,6 +367,7 @@ class connector final : public std::enable_shared_from_this<connector> {
   int last_errno_ = 0;
   std::string last_cause_;  // beyond the errno's own text
   bool done_ = false;
+  std::uint64_t closes_at_start_ = 0;
 };
 
 void connect_attempt::on_events(std::uint32_t) {

@@ -1,5 +1,6 @@
 // Happy Eyeballs (RFC 8305): both connects, blocking and asynchronous, on a host whose addresses the
-// test chooses (fault::fake_host answers getaddrinfo for it). An address that stalls is a listener
+// test chooses (fault::fake_host answers getaddrinfo for it); and the async connect's name lookup
+// off the loop (fault::hold_host makes it slow). An address that stalls is a listener
 // whose accept queue is full: Linux drops the SYNs that reach it, so a connect there neither
 // succeeds nor fails, as toward an address without a route. The fault layer also records the
 // addresses that connect() was called with, in order.
@@ -76,10 +77,10 @@ struct stalled_address {
   std::uint16_t port() const { return port_of_listener(listener); }
 };
 
-// The address of the connection accepted on listener within 5 s ("" when none came).
-std::string accepted_from(const comm::socket_handle& listener) {
+// The address of the connection accepted on listener within `within` ("" when none came).
+std::string accepted_from(const comm::socket_handle& listener, std::chrono::milliseconds within = 5s) {
   pollfd p{listener.get(), POLLIN, 0};
-  if (::poll(&p, 1, 5000) != 1) return "";
+  if (::poll(&p, 1, static_cast<int>(within.count())) != 1) return "";
   comm::socket_handle c(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
   auto ep = c ? comm::get_socket_address(c.get()) : std::nullopt;
   return ep ? ep->address.to_string() : "";
@@ -398,6 +399,73 @@ TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
   }));
   EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before);
   EXPECT_FALSE(lt.call([&] { return called; }));
+}
+
+// ---- name resolution off the loop
+
+// While the lookup of a name waits (a slow DNS answer), the loop goes on: had the lookup run on
+// the loop, the call that starts the connect would itself wait until the lookup returned.
+TEST(AsyncResolution, AHostNameIsResolvedOffTheLoop) {
+  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host("slow.test", {"127.0.0.1"});
+  fault::hold_host("slow.test");
+  async_test::loop_thread lt("resolve");
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = 10s;
+  async_race(lt, "slow.test", port, o, r);
+  EXPECT_EQ(lt.call([] { return fault::resolutions_of("slow.test"); }), 0u);
+  EXPECT_FALSE(r.w.wait([&] { return r.done; }, 0ms));
+  fault::release_host("slow.test");
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.peer, "127.0.0.1");
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
+  EXPECT_EQ(fault::resolutions_of("slow.test"), 1u);
+}
+
+// A collection closed while a name is being resolved: the answer that comes later starts nothing
+// and runs no callback.
+TEST(AsyncResolution, ClosingTheCollectionWhileResolvingRunsNoCallback) {
+  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host("slow.test", {"127.0.0.1"});
+  fault::hold_host("slow.test");
+  async_test::loop_thread lt("resolve");
+  race_result r;
+  async_race(lt, "slow.test", port, {}, r);
+  lt.call([&] {
+    comm::close_wait_state_collection(*lt);
+    return 0;
+  });
+  fault::release_host("slow.test");
+  for (int turn = 0; turn < 1000 && fault::resolutions_of("slow.test") == 0; ++turn) lt.call([] { return 0; });
+  EXPECT_EQ(fault::resolutions_of("slow.test"), 1u);
+  EXPECT_EQ(accepted_from(good, 1000ms), "");  // nothing connects
+  EXPECT_FALSE(r.w.wait([&] { return r.done; }, 0ms));
+}
+
+// The connect timeout runs from the call, through the lookup.
+TEST(AsyncResolution, TheConnectTimeoutCoversResolution) {
+  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host("slow.test", {"127.0.0.1"});
+  fault::hold_host("slow.test");
+  async_test::loop_thread lt("resolve");
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = 300ms;
+  async_race(lt, "slow.test", port, o, r);
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.code, std::make_error_code(std::errc::timed_out));
+  EXPECT_EQ(r.error,
+            "connect to slow.test:" + std::to_string(port) + ": timed out after 300 ms: Connection timed out");
+  EXPECT_EQ(fault::resolutions_of("slow.test"), 0u);  // it timed out while the lookup waited
+  fault::release_host("slow.test");
 }
 
 }  // namespace

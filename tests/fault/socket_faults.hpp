@@ -72,6 +72,11 @@ std::uint64_t reads_of(int fd);
 // the family asked for), until clear(); every other name goes to the resolver. For a host with
 // addresses of the test's choice (Happy Eyeballs).
 void fake_host(const std::string& name, std::vector<std::string> addresses);
+// getaddrinfo for a fake host waits, from hold_host until release_host (or 10 s at most): a slow
+// DNS answer. resolutions_of(name) counts the lookups of the name that have returned.
+void hold_host(const std::string& name);
+void release_host(const std::string& name);
+std::uint64_t resolutions_of(const std::string& name);
 // The addresses that connect() was called with for `port` since clear(), in order ("127.0.0.1",
 // "::1").
 std::vector<std::string> connects_to(std::uint16_t port);

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
@@ -79,6 +81,9 @@ struct registry {
   fault::counters counts;
   bool calm_writes = false;
   std::map<std::string, std::vector<std::string>> hosts;       // fake_host
+  std::map<std::string, bool> held;                             // hold_host
+  std::map<std::string, std::uint64_t> resolutions;             // resolutions_of
+  std::condition_variable released;
   std::map<std::uint16_t, std::vector<std::string>> connects;  // connects_to
 };
 
@@ -181,6 +186,29 @@ void clear() {
   r.counts = {};
   r.hosts.clear();
   r.connects.clear();
+  r.held.clear();
+  r.resolutions.clear();
+  r.released.notify_all();
+}
+
+void hold_host(const std::string& name) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  r.held[name] = true;
+}
+
+void release_host(const std::string& name) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  r.held.erase(name);
+  r.released.notify_all();
+}
+
+std::uint64_t resolutions_of(const std::string& name) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  auto it = r.resolutions.find(name);
+  return it == r.resolutions.end() ? 0 : it->second;
 }
 
 void fake_host(const std::string& name, std::vector<std::string> addresses) {
@@ -350,13 +378,22 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
 // chain goes back to it like any answer.
 int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
   std::vector<std::string> fake;
+  auto& r = reg();
   if (node != nullptr) {
-    auto& r = reg();
-    std::lock_guard lock(r.m);
+    std::unique_lock lock(r.m);
     auto it = r.hosts.find(node);
     if (it != r.hosts.end()) fake = it->second;
+    r.released.wait_for(lock, std::chrono::seconds(10), [&] { return r.held.count(node) == 0; });
   }
   if (fake.empty()) return next().getaddrinfo(node, service, hints, res);
+  struct counted {  // counts the lookup once it returns
+    registry& r;
+    std::string name;
+    ~counted() {
+      std::lock_guard lock(r.m);
+      ++r.resolutions[name];
+    }
+  } count{r, node};
   addrinfo h = hints != nullptr ? *hints : addrinfo{};
   h.ai_flags = (h.ai_flags | AI_NUMERICHOST) & ~AI_CANONNAME;
   addrinfo* head = nullptr;
