@@ -97,7 +97,9 @@ class socket_handle {
 };
 
 struct connect_options {
-  std::optional<milliseconds> timeout{};  // connect timeout (all addresses together); none = the OS's
+  // Connect timeout: the name's lookup (on a lookup thread, waited for until then) and every
+  // address together; none = the OS's, with the lookup in the calling thread.
+  std::optional<milliseconds> timeout{};
   // Happy Eyeballs (RFC 8305): after this long without an answer from one address the next one is
   // tried too, and the first to connect wins, so that an address that stalls (IPv6 without a
   // route, a host that drops SYNs) costs this delay, not the timeout. A failure starts the next at

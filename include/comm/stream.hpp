@@ -138,7 +138,7 @@ bool socket_stream_handshake(socket_stream& stream, std::optional<milliseconds> 
 
 // ---------------------------------------------------------------------------------------------
 struct open_tcp_stream_options {
-  std::optional<milliseconds> timeout{};        // connect timeout
+  std::optional<milliseconds> timeout{};        // connect timeout, the name's lookup included
   std::optional<milliseconds> attempt_delay = milliseconds(250);  // as connect_options (Happy Eyeballs)
   std::optional<milliseconds> read_timeout{};
   std::optional<milliseconds> write_timeout{};

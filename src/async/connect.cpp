@@ -5,13 +5,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <pthread.h>
-
 #include <algorithm>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <thread>
 
 #include "async/state.hpp"
 #include "net/sockaddr.hpp"
@@ -28,49 +22,6 @@ std::string host_port(std::string_view host, std::uint16_t port) {
   if (h.find(':') != std::string::npos) h = "[" + h + "]";
   return h + ":" + std::to_string(port);
 }
-
-// Host names are resolved here, off the loops: getaddrinfo may wait seconds on DNS. A few threads,
-// started on first use and shared by every collection, take the lookups in order. Never destroyed:
-// its threads wait on it until the process ends.
-class resolver_pool {
- public:
-  static resolver_pool& instance() {
-    static auto* pool = new resolver_pool;
-    return *pool;
-  }
-  void submit(std::function<void()> job) {
-    std::lock_guard lock(m_);
-    jobs_.push_back(std::move(job));
-    if (idle_ < jobs_.size() && threads_ < max_threads) {
-      ++threads_;
-      std::thread([this] { work(); }).detach();
-    } else {
-      cv_.notify_one();
-    }
-  }
-
- private:
-  static constexpr std::size_t max_threads = 4;
-  void work() {
-    ::pthread_setname_np(::pthread_self(), "comm resolver");
-    std::unique_lock lock(m_);
-    for (;;) {
-      ++idle_;
-      cv_.wait(lock, [this] { return !jobs_.empty(); });
-      --idle_;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();  // does not throw
-      job = nullptr;
-      lock.lock();
-    }
-  }
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  std::size_t threads_ = 0, idle_ = 0;
-};
 
 class connector;
 
@@ -95,8 +46,8 @@ class connector final : public std::enable_shared_from_this<connector> {
     delay_timer_ = c_.no_timer();
   }
 
-  // A numeric host is resolved here; a name on the resolver threads, the result coming back to
-  // the loop. The connect timeout covers both.
+  // An address literal is resolved here; a host name on a lookup thread (resolve_elsewhere), the
+  // answer posted back to the loop. The connect timeout covers the lookup too.
   void start() {
     closes_at_start_ = c_.closes();
     if (opts_.connect_timeout)
@@ -104,42 +55,39 @@ class connector final : public std::enable_shared_from_this<connector> {
         self->timer_ = self->c_.no_timer();
         self->timed_out();
       });
-    std::string h = host_;
-    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-    if (h.empty() || ip_address::try_parse(h)) {
-      std::vector<endpoint> found;
+    if (is_host_name(host_)) {
+      std::weak_ptr<wait_state_collection> collection = c_.shared_from_this();
       try {
-        found = resolve(host_, service_, opts_.family);
-      } catch (...) {
-        fail(std::current_exception());
+        resolving_ = true;
+        resolve_elsewhere(host_, service_, opts_.family,
+                          [self = shared_from_this(), collection](std::vector<endpoint> found, std::exception_ptr error) {
+                            auto c = collection.lock();
+                            if (!c) return;  // the collection has gone, and the connector goes here
+                            try {
+                              impl_of(*c).post([self, found = std::move(found), error]() mutable {
+                                self->resolved(std::move(found), error);
+                              });
+                            } catch (...) {  // no memory for the closure: nor for much else
+                            }
+                          });
         return;
+      } catch (const std::system_error&) {  // no lookup thread: resolved here, as a literal is
+        resolving_ = false;
       }
-      resolved(std::move(found), nullptr);
+    }
+    std::vector<endpoint> found;
+    try {
+      found = resolve(host_, service_, opts_.family);
+    } catch (...) {
+      fail(std::current_exception());
       return;
     }
-    std::weak_ptr<wait_state_collection> collection = c_.shared_from_this();
-    resolver_pool::instance().submit(
-        [self = shared_from_this(), collection, host = host_, service = service_, family = opts_.family] {
-          std::vector<endpoint> found;
-          std::exception_ptr error;
-          try {
-            found = resolve(host, service, family);
-          } catch (...) {
-            error = std::current_exception();
-          }
-          if (auto c = collection.lock()) {
-            try {
-              impl_of(*c).post([self, found = std::move(found), error]() mutable {
-                self->resolved(std::move(found), error);
-              });
-            } catch (...) {  // no memory for the closure: the connect cannot end (nor can much else)
-            }
-          }
-        });
+    resolved(std::move(found), nullptr);
   }
 
   void resolved(std::vector<endpoint> found, std::exception_ptr error) {
     if (done_ || c_.closes() != closes_at_start_) return;  // timed out, or closed meanwhile
+    resolving_ = false;
     if (error) {
       fail(std::move(error));
       return;
@@ -284,7 +232,7 @@ class connector final : public std::enable_shared_from_this<connector> {
     fail(std::make_exception_ptr(
         socket_connect_error(std::make_error_code(std::errc::timed_out),
                              "connect to " + host_port_text(host_, service_) + ": timed out after " +
-                                 std::to_string(ms) + " ms")));
+                                 std::to_string(ms) + " ms" + (resolving_ ? " resolving the name" : ""))));
   }
 
   // winner: the attempt whose registration the state takes over (nullptr: not registered).
@@ -368,6 +316,7 @@ class connector final : public std::enable_shared_from_this<connector> {
   std::string last_cause_;  // beyond the errno's own text
   bool done_ = false;
   std::uint64_t closes_at_start_ = 0;
+  bool resolving_ = false;  // a host name's lookup is under way
 };
 
 void connect_attempt::on_events(std::uint32_t) {

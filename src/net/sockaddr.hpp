@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <exception>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +57,19 @@ struct dropped_input {
 };
 inline constexpr std::size_t close_drain_limit = std::size_t{16} << 20;
 dropped_input discard_unread_input(int fd, std::size_t limit = 256 * 1024) noexcept;
+
+// Name lookups on a few threads kept for them (getaddrinfo has no timeout and may wait seconds on
+// DNS). is_host_name: whether host needs a lookup at all (not empty, not an address literal).
+bool is_host_name(std::string_view host);
+// resolve() on a lookup thread; done(endpoints, error) runs there. Throws std::system_error if no
+// thread could be started.
+using resolved_function = std::function<void(std::vector<endpoint>, std::exception_ptr)>;
+void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done);
+// resolve(), waiting for a host name's lookup only until the deadline: nullopt when it passes (the
+// lookup ends on its thread, unheeded). A literal, or no deadline, is resolved in the caller.
+std::optional<std::vector<endpoint>> resolve_before(std::string_view host, std::string_view service,
+                                                    address_family family,
+                                                    const std::optional<clock::time_point>& deadline);
 
 // The order in which to try a host's addresses (RFC 8305, section 4): the resolver's order, but
 // families alternating from the first address's family on, so that a family whose addresses all

@@ -83,8 +83,16 @@ struct connect_attempt {
 // target has until its answer (or the deadline) before the next starts.
 socket_handle connect_to_tcp_server(std::string_view host, std::string_view service, const connect_options& options) {
   const std::string peer = detail::host_port_text(host, service);
-  const std::vector<endpoint> targets = detail::interleave_families(resolve(host, service, options.family));
   const auto deadline = detail::deadline_after(options.timeout);
+  auto timed_out = [&](const char* during) {
+    return socket_connect_error(std::make_error_code(std::errc::timed_out),
+                                "connect to " + peer + ": timed out after " + std::to_string(options.timeout->count()) +
+                                    " ms" + during);
+  };
+  // The timeout covers the name's lookup too.
+  auto found = detail::resolve_before(host, service, options.family, deadline);
+  if (!found) throw timed_out(" resolving the name");
+  const std::vector<endpoint> targets = detail::interleave_families(std::move(*found));
   std::error_code last_code;
   std::string last_cause = "no address to connect to";
   bool create_failure = false;
@@ -156,10 +164,7 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
       throw socket_connect_error(detail::errno_code(e), "connect to " + peer + ": poll");
     }
     if (rc == 0) {
-      if (deadline && detail::clock::now() >= *deadline)
-        throw socket_connect_error(std::make_error_code(std::errc::timed_out),
-                                   "connect to " + peer + ": timed out after " + std::to_string(options.timeout->count()) +
-                                       " ms");
+      if (deadline && detail::clock::now() >= *deadline) throw timed_out("");
       continue;  // the attempt delay is over: the next target joins
     }
     for (std::size_t i = polled.size(); i-- > 0;) {

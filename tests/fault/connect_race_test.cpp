@@ -462,10 +462,37 @@ TEST(AsyncResolution, TheConnectTimeoutCoversResolution) {
   async_race(lt, "slow.test", port, o, r);
   ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
   EXPECT_EQ(r.code, std::make_error_code(std::errc::timed_out));
-  EXPECT_EQ(r.error,
-            "connect to slow.test:" + std::to_string(port) + ": timed out after 300 ms: Connection timed out");
+  EXPECT_EQ(r.error, "connect to slow.test:" + std::to_string(port) +
+                         ": timed out after 300 ms resolving the name: Connection timed out");
   EXPECT_EQ(fault::resolutions_of("slow.test"), 0u);  // it timed out while the lookup waited
   fault::release_host("slow.test");
+}
+
+// The blocking connect's timeout covers the lookup too: getaddrinfo has no timeout of its own.
+TEST(Resolution, TheBlockingConnectTimeoutCoversTheLookup) {
+  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host("slow.test", {"127.0.0.1"});
+  fault::hold_host("slow.test");
+  const auto t0 = race_clock::now();
+  try {
+    (void)comm::open_tcp_stream("slow.test", std::to_string(port), {.timeout = 300ms});
+    FAIL() << "connected";
+  } catch (const comm::socket_connect_error& e) {
+    EXPECT_EQ(e.code(), std::make_error_code(std::errc::timed_out));
+    EXPECT_EQ(std::string(e.what()), "connect to slow.test:" + std::to_string(port) +
+                                         ": timed out after 300 ms resolving the name: Connection timed out");
+  }
+  const auto took = millis_since(t0);
+  EXPECT_GE(took, 300);
+  EXPECT_LT(took, 5000);  // the held lookup would have taken 10 s
+  EXPECT_EQ(fault::resolutions_of("slow.test"), 0u);
+  fault::release_host("slow.test");
+  // A lookup that answers in time is used as before.
+  comm::socket_stream s = comm::open_tcp_stream("slow.test", std::to_string(port), {.timeout = 5s});
+  EXPECT_EQ(peer_of(s.native_handle()), "127.0.0.1");
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
 }
 
 }  // namespace

@@ -1,0 +1,116 @@
+// Name lookups off the caller's thread: getaddrinfo has no timeout of its own and may wait seconds
+// on DNS. The blocking connect waits for a lookup only until its deadline; the event loops hand
+// lookups over and go on.
+#include <pthread.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "net/sockaddr.hpp"
+
+namespace comm::detail {
+
+namespace {
+
+// A few threads, started on first use and shared by every caller, take the lookups in order.
+// Never destroyed: its threads wait on it until the process ends.
+class resolver_pool {
+ public:
+  static resolver_pool& instance() {
+    static auto* pool = new resolver_pool;
+    return *pool;
+  }
+  void submit(std::function<void()> job) {
+    std::lock_guard lock(m_);
+    jobs_.push_back(std::move(job));
+    if (idle_ < jobs_.size() && threads_ < max_threads) {
+      try {
+        std::thread([this] { work(); }).detach();
+        ++threads_;
+        return;
+      } catch (const std::system_error&) {
+        if (threads_ == 0) {  // no thread to take it: the caller does the lookup itself
+          jobs_.pop_back();
+          throw;
+        }
+      }
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  static constexpr std::size_t max_threads = 4;
+  void work() {
+    ::pthread_setname_np(::pthread_self(), "comm resolver");
+    std::unique_lock lock(m_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [this] { return !jobs_.empty(); });
+      --idle_;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();  // does not throw
+      job = nullptr;
+      lock.lock();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::size_t threads_ = 0, idle_ = 0;
+};
+
+}  // namespace
+
+bool is_host_name(std::string_view host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return !host.empty() && !ip_address::try_parse(host);
+}
+
+void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done) {
+  resolver_pool::instance().submit([host = std::move(host), service = std::move(service), family, done = std::move(done)] {
+    std::vector<endpoint> found;
+    std::exception_ptr error;
+    try {
+      found = resolve(host, service, family);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    done(std::move(found), std::move(error));
+  });
+}
+
+std::optional<std::vector<endpoint>> resolve_before(std::string_view host, std::string_view service,
+                                                    address_family family,
+                                                    const std::optional<clock::time_point>& deadline) {
+  if (!deadline || !is_host_name(host)) return resolve(host, service, family);
+  struct answer {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::vector<endpoint> found;
+    std::exception_ptr error;
+  };
+  auto a = std::make_shared<answer>();  // an abandoned lookup still writes here
+  try {
+    resolve_elsewhere(std::string(host), std::string(service), family,
+                      [a](std::vector<endpoint> found, std::exception_ptr error) {
+                        std::lock_guard lock(a->m);
+                        a->found = std::move(found);
+                        a->error = std::move(error);
+                        a->done = true;
+                        a->cv.notify_all();
+                      });
+  } catch (const std::system_error&) {  // no thread could be started
+    return resolve(host, service, family);
+  }
+  std::unique_lock lock(a->m);
+  if (!a->cv.wait_until(lock, *deadline, [&] { return a->done; })) return std::nullopt;
+  if (a->error) std::rethrow_exception(a->error);
+  return std::move(a->found);
+}
+
+}  // namespace comm::detail
