@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -95,144 +96,7 @@ long long millis_since(race_clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(race_clock::now() - t0).count();
 }
 
-// ---- the blocking connect
-
-// The first address stalls: after the attempt delay the second joins and wins, and the stalled
-// attempt is closed.
-TEST(HappyEyeballs, AStalledAddressGivesWayToTheNextAfterTheAttemptDelay) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
-  fault::scope faults;
-  fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
-  const int fds_before = async_test::count_open_fds();
-  comm::connect_options o;
-  o.timeout = 10s;
-  o.attempt_delay = 200ms;
-  const auto t0 = race_clock::now();
-  comm::socket_handle s = comm::connect_to_tcp_server("first-stalls.test", std::to_string(port), o);
-  EXPECT_GE(millis_since(t0), 200);
-  EXPECT_EQ(peer_of(s.get()), "127.0.0.2");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
-  EXPECT_EQ(async_test::count_open_fds(), fds_before + 1);  // the stalled attempt is closed
-  EXPECT_EQ(accepted_from(good), "127.0.0.2");
-}
-
-// Without an attempt delay, one address at a time: the stalled one has the whole timeout.
-TEST(HappyEyeballs, OneAddressAtATimeGivesTheStalledOneTheWholeTimeout) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
-  fault::scope faults;
-  fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
-  comm::connect_options o;
-  o.timeout = 500ms;
-  o.attempt_delay = std::nullopt;
-  try {
-    (void)comm::connect_to_tcp_server("first-stalls.test", std::to_string(port), o);
-    FAIL() << "connected";
-  } catch (const comm::socket_connect_error& e) {
-    EXPECT_EQ(e.code(), std::make_error_code(std::errc::timed_out));
-    EXPECT_EQ(std::string(e.what()),
-              "connect to first-stalls.test:" + std::to_string(port) + ": timed out after 500 ms: Connection timed out");
-  }
-  EXPECT_EQ(fault::connects_to(port), strings{"127.0.0.1"});
-}
-
-// The families take turns from the first address's on: with two stalled IPv4 addresses first,
-// the second attempt goes to the IPv6 one, which wins before the third would start.
-TEST(HappyEyeballs, FamiliesTakeTurns) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  stalled_address stalled2("127.0.0.3", port);
-  comm::socket_handle good = race_listener("::1", port, 8);
-  fault::scope faults;
-  fault::fake_host("mixed.test", {"127.0.0.1", "127.0.0.3", "::1"});
-  comm::connect_options o;
-  o.timeout = 10s;
-  o.attempt_delay = 500ms;
-  comm::socket_handle s = comm::connect_to_tcp_server("mixed.test", std::to_string(port), o);
-  EXPECT_EQ(peer_of(s.get()), "::1");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "::1"}));
-  EXPECT_EQ(accepted_from(good), "::1");
-}
-
-// An attempt that fails while another is still racing makes way for the next address at once,
-// not after the attempt delay: here the connect takes one delay (1 s), not two.
-TEST(HappyEyeballs, AFailureStartsTheNextAddressAtOnce) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
-  fault::scope faults;
-  // 127.0.0.3 has no listener on the port: refused.
-  fault::fake_host("refused-second.test", {"127.0.0.1", "127.0.0.3", "127.0.0.2"});
-  comm::connect_options o;
-  o.timeout = 10s;
-  o.attempt_delay = 1s;
-  const auto t0 = race_clock::now();
-  comm::socket_handle s = comm::connect_to_tcp_server("refused-second.test", std::to_string(port), o);
-  const auto took = millis_since(t0);
-  EXPECT_GE(took, 1000);
-  EXPECT_LT(took, 1900);
-  EXPECT_EQ(peer_of(s.get()), "127.0.0.2");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.3", "127.0.0.2"}));
-}
-
-// Every address stalls: the timeout covers them all, and the error names it.
-TEST(HappyEyeballs, EveryAddressStalledTimesOutNamingTheTimeout) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  stalled_address stalled2("127.0.0.2", port);
-  fault::scope faults;
-  fault::fake_host("all-stall.test", {"127.0.0.1", "127.0.0.2"});
-  const int fds_before = async_test::count_open_fds();
-  comm::connect_options o;
-  o.timeout = 600ms;
-  o.attempt_delay = 100ms;
-  try {
-    (void)comm::connect_to_tcp_server("all-stall.test", std::to_string(port), o);
-    FAIL() << "connected";
-  } catch (const comm::socket_connect_error& e) {
-    EXPECT_EQ(e.code(), std::make_error_code(std::errc::timed_out));
-    EXPECT_EQ(std::string(e.what()),
-              "connect to all-stall.test:" + std::to_string(port) + ": timed out after 600 ms: Connection timed out");
-  }
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
-  EXPECT_EQ(async_test::count_open_fds(), fds_before);
-}
-
-// Every address refuses: the error is the last one's cause.
-TEST(HappyEyeballs, EveryAddressRefusedNamesTheCause) {
-  comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
-  const std::uint16_t port = port_of_listener(probe);
-  probe.reset();  // nothing listens on the port now
-  fault::scope faults;
-  fault::fake_host("all-refuse.test", {"127.0.0.1", "127.0.0.2"});
-  try {
-    (void)comm::connect_to_tcp_server("all-refuse.test", std::to_string(port), {.timeout = 5s});
-    FAIL() << "connected";
-  } catch (const comm::socket_connect_error& e) {
-    EXPECT_EQ(e.code(), std::make_error_code(std::errc::connection_refused));
-    EXPECT_EQ(std::string(e.what()), "connect to all-refuse.test:" + std::to_string(port) + ": Connection refused");
-  }
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
-}
-
-// open_tcp_stream passes the option on.
-TEST(HappyEyeballs, OpenTcpStreamRacesToo) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
-  fault::scope faults;
-  fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
-  comm::socket_stream s =
-      comm::open_tcp_stream("first-stalls.test", std::to_string(port), {.timeout = 10s, .attempt_delay = 100ms});
-  EXPECT_EQ(peer_of(s.native_handle()), "127.0.0.2");
-  EXPECT_EQ(accepted_from(good), "127.0.0.2");
-}
-
-// ---- the asynchronous connect
-
+// The asynchronous connect's outcome, filled in by its callback on the loop thread.
 struct race_result {
   async_test::waiter w;
   bool done = false;
@@ -270,105 +134,158 @@ void async_race(async_test::loop_thread& lt, const std::string& host, std::uint1
   });
 }
 
-TEST(AsyncHappyEyeballs, AStalledAddressGivesWayToTheNextAfterTheAttemptDelay) {
+// ---- races, each run by the blocking and by the asynchronous connect
+
+enum class answer { stalls, accepts, refuses };
+
+struct race_case {
+  const char* name;
+  std::vector<std::pair<std::string, answer>> addresses;  // the host's, in the resolver's order
+  std::optional<std::chrono::milliseconds> attempt_delay;
+  std::chrono::milliseconds timeout;
+  // What must come of it:
+  std::string peer;  // the winner's address; empty: the connect fails
+  strings tried;     // the addresses connect() was called with, in order
+  std::errc code{};  // when it fails, with this message after "connect to HOST:PORT: "
+  std::string cause;
+  long long at_least_ms = 0, below_ms = 5000;
+};
+
+std::ostream& operator<<(std::ostream& os, const race_case& c) { return os << c.name; }
+
+const race_case race_cases[] = {
+    // The first address stalls: after the attempt delay the second joins and wins.
+    {"StalledAddressGivesWayAfterTheAttemptDelay",
+     {{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}},
+     200ms, 10s, "127.0.0.2", {"127.0.0.1", "127.0.0.2"}, {}, "", 200},
+    // Without an attempt delay, one address at a time: the stalled one has the whole timeout.
+    {"OneAtATimeGivesTheStalledOneTheWholeTimeout",
+     {{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}},
+     std::nullopt, 500ms, "", {"127.0.0.1"}, std::errc::timed_out, "timed out after 500 ms: Connection timed out", 500},
+    // The families take turns from the first address's on: with two stalled IPv4 addresses first,
+    // the second attempt goes to the IPv6 one, which wins before the third would start.
+    {"FamiliesTakeTurns",
+     {{"127.0.0.1", answer::stalls}, {"127.0.0.3", answer::stalls}, {"::1", answer::accepts}},
+     500ms, 10s, "::1", {"127.0.0.1", "::1"}, {}, "", 500},
+    // An attempt that fails while another still races makes way for the next address at once, not
+    // after the attempt delay: the connect takes one delay (1 s), not two.
+    {"AFailureStartsTheNextAddressAtOnce",
+     {{"127.0.0.1", answer::stalls}, {"127.0.0.3", answer::refuses}, {"127.0.0.2", answer::accepts}},
+     1s, 10s, "127.0.0.2", {"127.0.0.1", "127.0.0.3", "127.0.0.2"}, {}, "", 1000, 1900},
+    // Every address stalls: the timeout covers them all, and the error names it.
+    {"EveryAddressStalledTimesOut",
+     {{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::stalls}},
+     100ms, 600ms, "", {"127.0.0.1", "127.0.0.2"}, std::errc::timed_out, "timed out after 600 ms: Connection timed out",
+     600},
+    // Every address refuses: the error is the last one's cause.
+    {"EveryAddressRefusedNamesTheCause",
+     {{"127.0.0.1", answer::refuses}, {"127.0.0.2", answer::refuses}},
+     250ms, 5s, "", {"127.0.0.1", "127.0.0.2"}, std::errc::connection_refused, "Connection refused"},
+};
+
+// The listeners of a case, all on one port: stalled ones, accepting ones, and none where the
+// address refuses.
+struct race_setup {
+  std::uint16_t port = 0;
+  std::vector<stalled_address> stalled;
+  std::vector<std::pair<std::string, comm::socket_handle>> accepting;
+
+  explicit race_setup(const race_case& c) {
+    for (const auto& [address, a] : c.addresses) {
+      if (a == answer::stalls) {
+        stalled.emplace_back(address, port);
+        port = stalled.back().port();
+      } else if (a == answer::accepts) {
+        accepting.emplace_back(address, race_listener(address, port, 8));
+        port = port_of_listener(accepting.back().second);
+      }
+    }
+    if (port == 0) {  // only refusals: a port that nothing listens on now
+      comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
+      port = port_of_listener(probe);
+    }
+  }
+  std::string accepted_by_winner(const race_case& c) {
+    for (auto& [address, listener] : accepting)
+      if (address == c.peer) return accepted_from(listener);
+    return "";
+  }
+};
+
+class ConnectRace : public ::testing::TestWithParam<race_case> {
+ protected:
+  ConnectRace() {
+    std::vector<std::string> addresses;
+    for (const auto& a : c.addresses) addresses.push_back(a.first);
+    fault::fake_host(host, addresses);
+  }
+  // The outcome against the case's.
+  void check(const std::string& peer, const std::string& error, std::error_code code, long long took) {
+    EXPECT_EQ(peer, c.peer);
+    EXPECT_EQ(fault::connects_to(setup.port), c.tried);
+    if (c.peer.empty()) {
+      EXPECT_EQ(code, std::make_error_code(c.code));
+      EXPECT_EQ(error, "connect to " + host + ":" + std::to_string(setup.port) + ": " + c.cause);
+    } else {
+      EXPECT_EQ(setup.accepted_by_winner(c), c.peer);
+    }
+    EXPECT_GE(took, c.at_least_ms);
+    EXPECT_LT(took, c.below_ms);
+  }
+  const race_case& c = GetParam();
+  race_setup setup{c};
+  fault::scope faults;  // after the listeners, before the fake host (it clears on construction)
+  const std::string host = std::string("race-") + c.name + ".test";
+};
+
+TEST_P(ConnectRace, Blocking) {
+  const int fds_before = async_test::count_open_fds();
+  comm::connect_options o;
+  o.timeout = c.timeout;
+  o.attempt_delay = c.attempt_delay;
+  const auto t0 = race_clock::now();
+  std::string peer, error;
+  std::error_code code;
+  try {
+    comm::socket_handle s = comm::connect_to_tcp_server(host, std::to_string(setup.port), o);
+    peer = peer_of(s.get());
+    EXPECT_EQ(async_test::count_open_fds(), fds_before + 1);  // the losers are closed
+  } catch (const comm::socket_connect_error& e) {
+    error = e.what();
+    code = e.code();
+  }
+  check(peer, error, code, millis_since(t0));
+  EXPECT_EQ(async_test::count_open_fds(), fds_before);
+}
+
+TEST_P(ConnectRace, Async) {
+  async_test::loop_thread lt("race");
+  const int fds_before = async_test::count_open_fds();
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = c.timeout;
+  o.attempt_delay = c.attempt_delay;
+  async_race(lt, host, setup.port, o, r);
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  check(r.peer, r.error, r.code, r.millis);
+  // The losers were closed when the race ended, the winner's state by the callback.
+  EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before);
+}
+
+INSTANTIATE_TEST_SUITE_P(HappyEyeballs, ConnectRace, ::testing::ValuesIn(race_cases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// open_tcp_stream passes the option on.
+TEST(HappyEyeballs, OpenTcpStreamRacesToo) {
   stalled_address stalled("127.0.0.1", 0);
   const std::uint16_t port = stalled.port();
   comm::socket_handle good = race_listener("127.0.0.2", port, 8);
   fault::scope faults;
   fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
-  async_test::loop_thread lt("race");
-  const int fds_before = async_test::count_open_fds();
-  race_result r;
-  comm::async_connect_options o;
-  o.connect_timeout = 10s;
-  o.attempt_delay = 200ms;
-  async_race(lt, "first-stalls.test", port, o, r);
-  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
-  EXPECT_EQ(r.error, "");
-  EXPECT_EQ(r.peer, "127.0.0.2");
-  EXPECT_GE(r.millis, 200);
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  comm::socket_stream s =
+      comm::open_tcp_stream("first-stalls.test", std::to_string(port), {.timeout = 10s, .attempt_delay = 100ms});
+  EXPECT_EQ(peer_of(s.native_handle()), "127.0.0.2");
   EXPECT_EQ(accepted_from(good), "127.0.0.2");
-  // The stalled attempt was closed when the other won, the state when the callback closed it.
-  EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before);
-}
-
-TEST(AsyncHappyEyeballs, FamiliesTakeTurns) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  stalled_address stalled2("127.0.0.3", port);
-  comm::socket_handle good = race_listener("::1", port, 8);
-  fault::scope faults;
-  fault::fake_host("mixed.test", {"127.0.0.1", "127.0.0.3", "::1"});
-  async_test::loop_thread lt("race");
-  race_result r;
-  comm::async_connect_options o;
-  o.connect_timeout = 10s;
-  o.attempt_delay = 500ms;
-  async_race(lt, "mixed.test", port, o, r);
-  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
-  EXPECT_EQ(r.error, "");
-  EXPECT_EQ(r.peer, "::1");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "::1"}));
-  EXPECT_EQ(accepted_from(good), "::1");
-}
-
-TEST(AsyncHappyEyeballs, AFailureStartsTheNextAddressAtOnce) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
-  fault::scope faults;
-  fault::fake_host("refused-second.test", {"127.0.0.1", "127.0.0.3", "127.0.0.2"});
-  async_test::loop_thread lt("race");
-  race_result r;
-  comm::async_connect_options o;
-  o.connect_timeout = 10s;
-  o.attempt_delay = 1s;
-  async_race(lt, "refused-second.test", port, o, r);
-  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
-  EXPECT_EQ(r.error, "");
-  EXPECT_EQ(r.peer, "127.0.0.2");
-  EXPECT_GE(r.millis, 1000);
-  EXPECT_LT(r.millis, 1900);
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.3", "127.0.0.2"}));
-}
-
-TEST(AsyncHappyEyeballs, EveryAddressStalledTimesOutAndClosesEveryAttempt) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  stalled_address stalled2("127.0.0.2", port);
-  fault::scope faults;
-  fault::fake_host("all-stall.test", {"127.0.0.1", "127.0.0.2"});
-  async_test::loop_thread lt("race");
-  const int fds_before = async_test::count_open_fds();
-  race_result r;
-  comm::async_connect_options o;
-  o.connect_timeout = 600ms;
-  o.attempt_delay = 100ms;
-  async_race(lt, "all-stall.test", port, o, r);
-  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
-  EXPECT_EQ(r.code, std::make_error_code(std::errc::timed_out));
-  EXPECT_EQ(r.error,
-            "connect to all-stall.test:" + std::to_string(port) + ": timed out after 600 ms: Connection timed out");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
-  EXPECT_EQ(lt.call([] { return async_test::count_open_fds(); }), fds_before);
-}
-
-TEST(AsyncHappyEyeballs, EveryAddressRefusedNamesTheCause) {
-  comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
-  const std::uint16_t port = port_of_listener(probe);
-  probe.reset();
-  fault::scope faults;
-  fault::fake_host("all-refuse.test", {"127.0.0.1", "127.0.0.2"});
-  async_test::loop_thread lt("race");
-  race_result r;
-  comm::async_connect_options o;
-  o.connect_timeout = 5s;
-  async_race(lt, "all-refuse.test", port, o, r);
-  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
-  EXPECT_EQ(r.code, std::make_error_code(std::errc::connection_refused));
-  EXPECT_EQ(r.error, "connect to all-refuse.test:" + std::to_string(port) + ": Connection refused");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
 }
 
 // Closing the collection in the middle of a race closes every attempt, and no callback runs.
@@ -401,98 +318,93 @@ TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
   EXPECT_FALSE(lt.call([&] { return called; }));
 }
 
-// ---- name resolution off the loop
+// ---- name lookups that wait
 
-// While the lookup of a name waits (a slow DNS answer), the loop goes on: had the lookup run on
-// the loop, the call that starts the connect would itself wait until the lookup returned.
-TEST(AsyncResolution, AHostNameIsResolvedOffTheLoop) {
+// A host name whose lookup waits until the test releases it (a slow DNS answer), for a listener
+// on 127.0.0.1.
+class SlowLookup : public ::testing::Test {
+ protected:
+  SlowLookup() {
+    fault::fake_host(host, {"127.0.0.1"});
+    fault::hold_host(host);
+  }
+  std::string failure(const std::string& cause) const {
+    return "connect to " + host + ":" + std::to_string(port) + ": " + cause;
+  }
   comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
   const std::uint16_t port = port_of_listener(good);
-  fault::scope faults;
-  fault::fake_host("slow.test", {"127.0.0.1"});
-  fault::hold_host("slow.test");
-  async_test::loop_thread lt("resolve");
+  fault::scope faults;  // after the listener, before the fake host (it clears on construction)
+  const std::string host = "slow.test";
+};
+
+// The same for the asynchronous connect, with a loop and the connect's outcome.
+class AsyncSlowLookup : public SlowLookup {
+ protected:
+  async_test::loop_thread lt{"lookup"};
   race_result r;
+};
+
+// The blocking connect's timeout covers the lookup too: getaddrinfo has no timeout of its own.
+TEST_F(SlowLookup, TheBlockingConnectTimeoutCoversTheLookup) {
+  const auto t0 = race_clock::now();
+  try {
+    (void)comm::open_tcp_stream(host, std::to_string(port), {.timeout = 300ms});
+    FAIL() << "connected";
+  } catch (const comm::socket_connect_error& e) {
+    EXPECT_EQ(e.code(), std::make_error_code(std::errc::timed_out));
+    EXPECT_EQ(std::string(e.what()), failure("timed out after 300 ms resolving the name: Connection timed out"));
+  }
+  const auto took = millis_since(t0);
+  EXPECT_GE(took, 300);
+  EXPECT_LT(took, 5000);  // the held lookup would have taken 10 s
+  EXPECT_EQ(fault::resolutions_of(host), 0u);
+  fault::release_host(host);
+  // A lookup that answers in time is used as before.
+  comm::socket_stream s = comm::open_tcp_stream(host, std::to_string(port), {.timeout = 5s});
+  EXPECT_EQ(peer_of(s.native_handle()), "127.0.0.1");
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
+}
+
+// While the lookup waits, the loop goes on: had the lookup run on the loop, the call that starts
+// the connect would itself wait until the lookup returned.
+TEST_F(AsyncSlowLookup, TheLoopGoesOnWhileTheLookupWaits) {
   comm::async_connect_options o;
   o.connect_timeout = 10s;
-  async_race(lt, "slow.test", port, o, r);
-  EXPECT_EQ(lt.call([] { return fault::resolutions_of("slow.test"); }), 0u);
+  async_race(lt, host, port, o, r);
+  EXPECT_EQ(lt.call([&] { return fault::resolutions_of(host); }), 0u);
   EXPECT_FALSE(r.w.wait([&] { return r.done; }, 0ms));
-  fault::release_host("slow.test");
+  fault::release_host(host);
   ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
   EXPECT_EQ(r.error, "");
   EXPECT_EQ(r.peer, "127.0.0.1");
   EXPECT_EQ(accepted_from(good), "127.0.0.1");
-  EXPECT_EQ(fault::resolutions_of("slow.test"), 1u);
+  EXPECT_EQ(fault::resolutions_of(host), 1u);
 }
 
-// A collection closed while a name is being resolved: the answer that comes later starts nothing
-// and runs no callback.
-TEST(AsyncResolution, ClosingTheCollectionWhileResolvingRunsNoCallback) {
-  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
-  const std::uint16_t port = port_of_listener(good);
-  fault::scope faults;
-  fault::fake_host("slow.test", {"127.0.0.1"});
-  fault::hold_host("slow.test");
-  async_test::loop_thread lt("resolve");
-  race_result r;
-  async_race(lt, "slow.test", port, {}, r);
+// A collection closed during the lookup: the answer that comes later starts nothing and runs no
+// callback.
+TEST_F(AsyncSlowLookup, ClosingTheCollectionDuringTheLookupRunsNoCallback) {
+  async_race(lt, host, port, {}, r);
   lt.call([&] {
     comm::close_wait_state_collection(*lt);
     return 0;
   });
-  fault::release_host("slow.test");
-  for (int turn = 0; turn < 1000 && fault::resolutions_of("slow.test") == 0; ++turn) lt.call([] { return 0; });
-  EXPECT_EQ(fault::resolutions_of("slow.test"), 1u);
+  fault::release_host(host);
+  for (int turn = 0; turn < 1000 && fault::resolutions_of(host) == 0; ++turn) lt.call([] { return 0; });
+  EXPECT_EQ(fault::resolutions_of(host), 1u);
   EXPECT_EQ(accepted_from(good, 1000ms), "");  // nothing connects
   EXPECT_FALSE(r.w.wait([&] { return r.done; }, 0ms));
 }
 
 // The connect timeout runs from the call, through the lookup.
-TEST(AsyncResolution, TheConnectTimeoutCoversResolution) {
-  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
-  const std::uint16_t port = port_of_listener(good);
-  fault::scope faults;
-  fault::fake_host("slow.test", {"127.0.0.1"});
-  fault::hold_host("slow.test");
-  async_test::loop_thread lt("resolve");
-  race_result r;
+TEST_F(AsyncSlowLookup, TheConnectTimeoutCoversTheLookup) {
   comm::async_connect_options o;
   o.connect_timeout = 300ms;
-  async_race(lt, "slow.test", port, o, r);
+  async_race(lt, host, port, o, r);
   ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
   EXPECT_EQ(r.code, std::make_error_code(std::errc::timed_out));
-  EXPECT_EQ(r.error, "connect to slow.test:" + std::to_string(port) +
-                         ": timed out after 300 ms resolving the name: Connection timed out");
-  EXPECT_EQ(fault::resolutions_of("slow.test"), 0u);  // it timed out while the lookup waited
-  fault::release_host("slow.test");
-}
-
-// The blocking connect's timeout covers the lookup too: getaddrinfo has no timeout of its own.
-TEST(Resolution, TheBlockingConnectTimeoutCoversTheLookup) {
-  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
-  const std::uint16_t port = port_of_listener(good);
-  fault::scope faults;
-  fault::fake_host("slow.test", {"127.0.0.1"});
-  fault::hold_host("slow.test");
-  const auto t0 = race_clock::now();
-  try {
-    (void)comm::open_tcp_stream("slow.test", std::to_string(port), {.timeout = 300ms});
-    FAIL() << "connected";
-  } catch (const comm::socket_connect_error& e) {
-    EXPECT_EQ(e.code(), std::make_error_code(std::errc::timed_out));
-    EXPECT_EQ(std::string(e.what()), "connect to slow.test:" + std::to_string(port) +
-                                         ": timed out after 300 ms resolving the name: Connection timed out");
-  }
-  const auto took = millis_since(t0);
-  EXPECT_GE(took, 300);
-  EXPECT_LT(took, 5000);  // the held lookup would have taken 10 s
-  EXPECT_EQ(fault::resolutions_of("slow.test"), 0u);
-  fault::release_host("slow.test");
-  // A lookup that answers in time is used as before.
-  comm::socket_stream s = comm::open_tcp_stream("slow.test", std::to_string(port), {.timeout = 5s});
-  EXPECT_EQ(peer_of(s.native_handle()), "127.0.0.1");
-  EXPECT_EQ(accepted_from(good), "127.0.0.1");
+  EXPECT_EQ(r.error, failure("timed out after 300 ms resolving the name: Connection timed out"));
+  EXPECT_EQ(fault::resolutions_of(host), 0u);  // it timed out while the lookup waited
 }
 
 }  // namespace
