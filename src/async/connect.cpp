@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "async/state.hpp"
 #include "net/sockaddr.hpp"
@@ -59,8 +60,9 @@ class connector final : public std::enable_shared_from_this<connector> {
       std::weak_ptr<wait_state_collection> collection = c_.shared_from_this();
       try {
         resolving_ = true;
+        auto self = shared_from_this();
         resolve_elsewhere(host_, service_, opts_.family,
-                          [self = shared_from_this(), collection](std::vector<endpoint> found, std::exception_ptr error) {
+                          [self, collection](std::vector<endpoint> found, std::exception_ptr error) {
                             auto c = collection.lock();
                             if (!c) return;  // the collection has gone, and the connector goes here
                             try {
@@ -69,7 +71,8 @@ class connector final : public std::enable_shared_from_this<connector> {
                               });
                             } catch (...) {  // no memory for the closure: nor for much else
                             }
-                          });
+                          },
+                          [self] { return !self->done_.load(); });
         return;
       } catch (const std::system_error&) {  // no lookup thread: resolved here, as a literal is
         resolving_ = false;
@@ -314,7 +317,9 @@ class connector final : public std::enable_shared_from_this<connector> {
   timer_token delay_timer_;
   int last_errno_ = 0;
   std::string last_cause_;  // beyond the errno's own text
-  bool done_ = false;
+  // The connect has ended (connected, failed or closed). Atomic: a lookup thread reads it to skip
+  // a lookup that is no longer wanted.
+  std::atomic<bool> done_{false};
   std::uint64_t closes_at_start_ = 0;
   bool resolving_ = false;  // a host name's lookup is under way
 };

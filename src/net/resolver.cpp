@@ -70,8 +70,13 @@ bool is_host_name(std::string_view host) {
   return !host.empty() && !ip_address::try_parse(host);
 }
 
-void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done) {
-  resolver_pool::instance().submit([host = std::move(host), service = std::move(service), family, done = std::move(done)] {
+void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done,
+                       std::function<bool()> wanted) {
+  resolver_pool::instance().submit([host = std::move(host), service = std::move(service), family, done = std::move(done),
+                                    wanted = std::move(wanted)] {
+    // Lookups that waited behind slow ones (a DNS server that does not answer) may no longer be
+    // wanted; running them anyway would keep the queue long after the server is back.
+    if (wanted && !wanted()) return;
     std::vector<endpoint> found;
     std::exception_ptr error;
     try {
@@ -91,6 +96,7 @@ std::optional<std::vector<endpoint>> resolve_before(std::string_view host, std::
     std::mutex m;
     std::condition_variable cv;
     bool done = false;
+    bool abandoned = false;  // the caller's deadline has passed
     std::vector<endpoint> found;
     std::exception_ptr error;
   };
@@ -103,12 +109,19 @@ std::optional<std::vector<endpoint>> resolve_before(std::string_view host, std::
                         a->error = std::move(error);
                         a->done = true;
                         a->cv.notify_all();
+                      },
+                      [a] {
+                        std::lock_guard lock(a->m);
+                        return !a->abandoned;
                       });
   } catch (const std::system_error&) {  // no thread could be started
     return resolve(host, service, family);
   }
   std::unique_lock lock(a->m);
-  if (!a->cv.wait_until(lock, *deadline, [&] { return a->done; })) return std::nullopt;
+  if (!a->cv.wait_until(lock, *deadline, [&] { return a->done; })) {
+    a->abandoned = true;
+    return std::nullopt;
+  }
   if (a->error) std::rethrow_exception(a->error);
   return std::move(a->found);
 }

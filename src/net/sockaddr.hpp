@@ -61,10 +61,12 @@ dropped_input discard_unread_input(int fd, std::size_t limit = 256 * 1024) noexc
 // Name lookups on a few threads kept for them (getaddrinfo has no timeout and may wait seconds on
 // DNS). is_host_name: whether host needs a lookup at all (not empty, not an address literal).
 bool is_host_name(std::string_view host);
-// resolve() on a lookup thread; done(endpoints, error) runs there. Throws std::system_error if no
-// thread could be started.
+// resolve() on a lookup thread; done(endpoints, error) runs there. A lookup still queued when
+// wanted() says no (its connect has timed out or closed) is dropped without a call to done. Throws
+// std::system_error if no thread could be started.
 using resolved_function = std::function<void(std::vector<endpoint>, std::exception_ptr)>;
-void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done);
+void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done,
+                       std::function<bool()> wanted = {});
 // resolve(), waiting for a host name's lookup only until the deadline: nullopt when it passes (the
 // lookup ends on its thread, unheeded). A literal, or no deadline, is resolved in the caller.
 std::optional<std::vector<endpoint>> resolve_before(std::string_view host, std::string_view service,

@@ -365,6 +365,44 @@ TEST_F(SlowLookup, TheBlockingConnectTimeoutCoversTheLookup) {
   EXPECT_EQ(accepted_from(good), "127.0.0.1");
 }
 
+// Lookups wait in a queue for the lookup threads (at most 4). One whose connect has timed out
+// before a thread took it is dropped, not run: with a DNS server that does not answer, running
+// every abandoned lookup would keep the queue long after the server is back.
+TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
+  const strings busy = {"busy1.test", "busy2.test", "busy3.test", "busy4.test"};
+  async_test::loop_thread lt("lookups");
+  for (const auto& name : busy) {
+    fault::fake_host(name, {"127.0.0.1"});
+    fault::hold_host(name);
+    lt.call([&] {
+      comm::create_async_io_state_and_connected_tcp_socket(*lt, name, std::to_string(port),
+                                                           [](comm::async_io_state*, std::exception_ptr) {});
+      return 0;
+    });
+  }
+  auto all_busy = [&] {
+    for (const auto& name : busy)
+      if (fault::lookups_of(name) == 0) return false;
+    return true;
+  };
+  for (int turn = 0; turn < 1000 && !all_busy(); ++turn) lt.call([] { return 0; });
+  ASSERT_TRUE(all_busy());  // every lookup thread waits on one of them
+  fault::fake_host("queued.test", {"127.0.0.1"});
+  try {
+    (void)comm::open_tcp_stream("queued.test", std::to_string(port), {.timeout = 200ms});
+    FAIL() << "connected";
+  } catch (const comm::socket_connect_error& e) {
+    EXPECT_EQ(std::string(e.what()), "connect to queued.test:" + std::to_string(port) +
+                                         ": timed out after 200 ms resolving the name: Connection timed out");
+  }
+  for (const auto& name : busy) fault::release_host(name);
+  // Queued after queued.test's lookup: once it has been answered, that one has left the queue.
+  fault::fake_host("after.test", {"127.0.0.1"});
+  comm::socket_stream s = comm::open_tcp_stream("after.test", std::to_string(port), {.timeout = 5s});
+  EXPECT_EQ(fault::lookups_of("after.test"), 1u);
+  EXPECT_EQ(fault::lookups_of("queued.test"), 0u);
+}
+
 // While the lookup waits, the loop goes on: had the lookup run on the loop, the call that starts
 // the connect would itself wait until the lookup returned.
 TEST_F(AsyncSlowLookup, TheLoopGoesOnWhileTheLookupWaits) {

@@ -73,9 +73,11 @@ std::uint64_t reads_of(int fd);
 // addresses of the test's choice (Happy Eyeballs).
 void fake_host(const std::string& name, std::vector<std::string> addresses);
 // getaddrinfo for a fake host waits, from hold_host until release_host (or 10 s at most): a slow
-// DNS answer. resolutions_of(name) counts the lookups of the name that have returned.
+// DNS answer. lookups_of(name) counts the lookups of a fake host that have begun, resolutions_of
+// those that have returned.
 void hold_host(const std::string& name);
 void release_host(const std::string& name);
+std::uint64_t lookups_of(const std::string& name);
 std::uint64_t resolutions_of(const std::string& name);
 // The addresses that connect() was called with for `port` since clear(), in order ("127.0.0.1",
 // "::1").

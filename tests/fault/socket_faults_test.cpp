@@ -82,6 +82,7 @@ struct registry {
   bool calm_writes = false;
   std::map<std::string, std::vector<std::string>> hosts;       // fake_host
   std::map<std::string, bool> held;                             // hold_host
+  std::map<std::string, std::uint64_t> lookups;                 // lookups_of
   std::map<std::string, std::uint64_t> resolutions;             // resolutions_of
   std::condition_variable released;
   std::map<std::uint16_t, std::vector<std::string>> connects;  // connects_to
@@ -187,6 +188,7 @@ void clear() {
   r.hosts.clear();
   r.connects.clear();
   r.held.clear();
+  r.lookups.clear();
   r.resolutions.clear();
   r.released.notify_all();
 }
@@ -202,6 +204,13 @@ void release_host(const std::string& name) {
   std::lock_guard lock(r.m);
   r.held.erase(name);
   r.released.notify_all();
+}
+
+std::uint64_t lookups_of(const std::string& name) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  auto it = r.lookups.find(name);
+  return it == r.lookups.end() ? 0 : it->second;
 }
 
 std::uint64_t resolutions_of(const std::string& name) {
@@ -382,7 +391,10 @@ int getaddrinfo(const char* node, const char* service, const addrinfo* hints, ad
   if (node != nullptr) {
     std::unique_lock lock(r.m);
     auto it = r.hosts.find(node);
-    if (it != r.hosts.end()) fake = it->second;
+    if (it != r.hosts.end()) {
+      fake = it->second;
+      ++r.lookups[node];
+    }
     r.released.wait_for(lock, std::chrono::seconds(10), [&] { return r.held.count(node) == 0; });
   }
   if (fake.empty()) return next().getaddrinfo(node, service, hints, res);
