@@ -47,8 +47,8 @@ class connector final : public std::enable_shared_from_this<connector> {
     delay_timer_ = c_.no_timer();
   }
 
-  // An address literal is resolved here; a host name on a lookup thread (resolve_elsewhere), the
-  // answer posted back to the loop. The connect timeout covers the lookup too.
+  // Literals are looked up here; a host or local address that is a name on a lookup thread
+  // (look_up_elsewhere), the answer posted back to the loop. The connect timeout covers the lookup.
   void start() {
     closes_at_start_ = c_.closes();
     if (opts_.connect_timeout)
@@ -56,46 +56,49 @@ class connector final : public std::enable_shared_from_this<connector> {
         self->timer_ = self->c_.no_timer();
         self->timed_out();
       });
-    if (is_host_name(host_)) {
+    connect_query q{host_, service_, opts_.family, opts_.local_address, opts_.local_port};
+    if (needs_lookup_thread(q)) {
       std::weak_ptr<wait_state_collection> collection = c_.shared_from_this();
       try {
         resolving_ = true;
         auto self = shared_from_this();
-        resolve_elsewhere(host_, service_, opts_.family,
-                          [self, collection](std::vector<endpoint> found, std::exception_ptr error) {
-                            auto c = collection.lock();
-                            if (!c) return;  // the collection has gone, and the connector goes here
-                            try {
-                              impl_of(*c).post([self, found = std::move(found), error]() mutable {
-                                self->resolved(std::move(found), error);
-                              });
-                            } catch (...) {  // no memory for the closure: nor for much else
-                            }
-                          },
-                          [self] { return !self->done_.load(); });
+        look_up_elsewhere(
+            q,
+            [self, collection](connect_lookup found, std::exception_ptr error) {
+              auto c = collection.lock();
+              if (!c) return;  // the collection has gone, and the connector goes here
+              try {
+                impl_of(*c).post([self, found = std::move(found), error]() mutable {
+                  self->looked_up(std::move(found), error);
+                });
+              } catch (...) {  // no memory for the closure: nor for much else
+              }
+            },
+            [self] { return !self->done_.load(); });
         return;
-      } catch (const std::system_error&) {  // no lookup thread: resolved here, as a literal is
+      } catch (const std::system_error&) {  // no lookup thread: looked up here, as literals are
         resolving_ = false;
       }
     }
-    std::vector<endpoint> found;
+    connect_lookup found;
     try {
-      found = resolve(host_, service_, opts_.family);
+      found = look_up(q);
     } catch (...) {
       fail(std::current_exception());
       return;
     }
-    resolved(std::move(found), nullptr);
+    looked_up(std::move(found), nullptr);
   }
 
-  void resolved(std::vector<endpoint> found, std::exception_ptr error) {
+  void looked_up(connect_lookup found, std::exception_ptr error) {
     if (done_ || c_.closes() != closes_at_start_) return;  // timed out, or closed meanwhile
     resolving_ = false;
     if (error) {
       fail(std::move(error));
       return;
     }
-    endpoints_ = interleave_families(std::move(found));
+    endpoints_ = interleave_families(std::move(found.targets));
+    local_ = std::move(found.local);
     start_next();
   }
 
@@ -142,13 +145,7 @@ class connector final : public std::enable_shared_from_this<connector> {
       const endpoint& ep = endpoints_[next_++];
       current_ = ep;
       sockaddr_buf sa = to_sockaddr(ep);
-      std::optional<endpoint> local;
-      try {
-        local = local_endpoint_for(opts_.local_address, opts_.local_port, sa.family());
-      } catch (...) {
-        fail(std::current_exception());
-        return;
-      }
+      std::optional<endpoint> local = local_endpoint_for(local_, sa.family());
       if (!opts_.local_address.empty() && !local) {  // as the blocking connect: try the next address
         last_errno_ = EAFNOSUPPORT;
         last_cause_ = no_local_address_of_family(opts_.local_address, ep);
@@ -310,6 +307,7 @@ class connector final : public std::enable_shared_from_this<connector> {
   connected_callback cb_;
   async_connect_options opts_;
   std::vector<endpoint> endpoints_;
+  std::optional<local_side> local_;
   std::size_t next_ = 0;
   endpoint current_;
   std::vector<std::shared_ptr<connect_attempt>> racing_;

@@ -70,17 +70,15 @@ bool is_host_name(std::string_view host) {
   return !host.empty() && !ip_address::try_parse(host);
 }
 
-void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done,
-                       std::function<bool()> wanted) {
-  resolver_pool::instance().submit([host = std::move(host), service = std::move(service), family, done = std::move(done),
-                                    wanted = std::move(wanted)] {
+void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted) {
+  resolver_pool::instance().submit([q = std::move(q), done = std::move(done), wanted = std::move(wanted)] {
     // Lookups that waited behind slow ones (a DNS server that does not answer) may no longer be
     // wanted; running them anyway would keep the queue long after the server is back.
     if (wanted && !wanted()) return;
-    std::vector<endpoint> found;
+    connect_lookup found;
     std::exception_ptr error;
     try {
-      found = resolve(host, service, family);
+      found = look_up(q);
     } catch (...) {
       error = std::current_exception();
     }
@@ -88,34 +86,33 @@ void resolve_elsewhere(std::string host, std::string service, address_family fam
   });
 }
 
-std::optional<std::vector<endpoint>> resolve_before(std::string_view host, std::string_view service,
-                                                    address_family family,
-                                                    const std::optional<clock::time_point>& deadline) {
-  if (!deadline || !is_host_name(host)) return resolve(host, service, family);
+std::optional<connect_lookup> look_up_before(const connect_query& q, const std::optional<clock::time_point>& deadline) {
+  if (!deadline || !needs_lookup_thread(q)) return look_up(q);
   struct answer {
     std::mutex m;
     std::condition_variable cv;
     bool done = false;
     bool abandoned = false;  // the caller's deadline has passed
-    std::vector<endpoint> found;
+    connect_lookup found;
     std::exception_ptr error;
   };
   auto a = std::make_shared<answer>();  // an abandoned lookup still writes here
   try {
-    resolve_elsewhere(std::string(host), std::string(service), family,
-                      [a](std::vector<endpoint> found, std::exception_ptr error) {
-                        std::lock_guard lock(a->m);
-                        a->found = std::move(found);
-                        a->error = std::move(error);
-                        a->done = true;
-                        a->cv.notify_all();
-                      },
-                      [a] {
-                        std::lock_guard lock(a->m);
-                        return !a->abandoned;
-                      });
+    look_up_elsewhere(
+        q,
+        [a](connect_lookup found, std::exception_ptr error) {
+          std::lock_guard lock(a->m);
+          a->found = std::move(found);
+          a->error = std::move(error);
+          a->done = true;
+          a->cv.notify_all();
+        },
+        [a] {
+          std::lock_guard lock(a->m);
+          return !a->abandoned;
+        });
   } catch (const std::system_error&) {  // no thread could be started
-    return resolve(host, service, family);
+    return look_up(q);
   }
   std::unique_lock lock(a->m);
   if (!a->cv.wait_until(lock, *deadline, [&] { return a->done; })) {

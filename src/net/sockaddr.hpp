@@ -58,32 +58,49 @@ struct dropped_input {
 inline constexpr std::size_t close_drain_limit = std::size_t{16} << 20;
 dropped_input discard_unread_input(int fd, std::size_t limit = 256 * 1024) noexcept;
 
-// Name lookups on a few threads kept for them (getaddrinfo has no timeout and may wait seconds on
-// DNS). is_host_name: whether host needs a lookup at all (not empty, not an address literal).
+// What a connect looks up before its attempts: the host's addresses, and with a local address or
+// port of the user's choice (connect options' local_address, local_port) the local side, shared by
+// the blocking and the asynchronous connect.
+struct connect_query {
+  std::string host, service;
+  address_family family = address_family::any;
+  std::string local_address, local_port;
+};
+struct local_side {
+  std::vector<ip_address> addresses;  // of local_address (a literal or a name); empty: any address
+  std::uint16_t port = 0;
+};
+struct connect_lookup {
+  std::vector<endpoint> targets;    // in the resolver's order
+  std::optional<local_side> local;  // nullopt when neither local_address nor local_port is set
+};
+// The lookups, in the calling thread. Throws socket_connect_error (resolve), or socket_create_error
+// for a local port that does not resolve.
+connect_lookup look_up(const connect_query& q);
+// Whether look_up may wait on DNS: the host or the local address is a name, not a literal.
 bool is_host_name(std::string_view host);
-// resolve() on a lookup thread; done(endpoints, error) runs there. A lookup still queued when
-// wanted() says no (its connect has timed out or closed) is dropped without a call to done. Throws
-// std::system_error if no thread could be started.
-using resolved_function = std::function<void(std::vector<endpoint>, std::exception_ptr)>;
-void resolve_elsewhere(std::string host, std::string service, address_family family, resolved_function done,
-                       std::function<bool()> wanted = {});
-// resolve(), waiting for a host name's lookup only until the deadline: nullopt when it passes (the
-// lookup ends on its thread, unheeded). A literal, or no deadline, is resolved in the caller.
-std::optional<std::vector<endpoint>> resolve_before(std::string_view host, std::string_view service,
-                                                    address_family family,
-                                                    const std::optional<clock::time_point>& deadline);
+bool needs_lookup_thread(const connect_query& q);
+
+// look_up on one of a few threads kept for lookups (getaddrinfo has no timeout and may wait seconds
+// on DNS); done(result, error) runs there. A lookup still queued when wanted() says no (its
+// connect has timed out or closed) is dropped without a call to done. Throws std::system_error if
+// no thread could be started.
+using looked_up_function = std::function<void(connect_lookup, std::exception_ptr)>;
+void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted = {});
+// look_up, waiting for a lookup that may wait on DNS only until the deadline: nullopt when it
+// passes (the lookup ends on its thread, unheeded). Without a deadline, or with literals only, the
+// lookup runs in the caller.
+std::optional<connect_lookup> look_up_before(const connect_query& q, const std::optional<clock::time_point>& deadline);
 
 // The order in which to try a host's addresses (RFC 8305, section 4): the resolver's order, but
 // families alternating from the first address's family on, so that a family whose addresses all
 // stall costs one attempt delay, not one per address.
 std::vector<endpoint> interleave_families(std::vector<endpoint> targets);
 
-// Connecting from a local address and port of the user's choice (connect options' local_address,
-// local_port), shared by the blocking and the asynchronous connect. The endpoint to bind to before
-// connecting to a target of `family` (AF_INET, AF_INET6): nullopt when neither is set, or when the
-// local address (a literal or a name) has none of that family, and that target is then skipped.
-// Throws socket_create_error for a local port that does not resolve.
-std::optional<endpoint> local_endpoint_for(const std::string& local_address, const std::string& local_port, int family);
+// The endpoint to bind to before connecting to a target of `family` (AF_INET, AF_INET6): nullopt
+// when no local side was asked for, or when the local address has none of that family, and that
+// target is then skipped.
+std::optional<endpoint> local_endpoint_for(const std::optional<local_side>& local, int family);
 // The cause recorded for a skipped target.
 std::string no_local_address_of_family(const std::string& local_address, const endpoint& target);
 // Binds fd to local (SO_REUSEADDR first for a chosen port), or throws socket_create_error

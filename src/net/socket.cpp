@@ -27,23 +27,32 @@ void set_int_option(int fd, int level, int name, int value, const char* what) {
 
 namespace detail {
 
-std::optional<endpoint> local_endpoint_for(const std::string& local_address, const std::string& local_port, int family) {
-  if (local_address.empty() && local_port.empty()) return std::nullopt;
-  std::uint16_t port;
+connect_lookup look_up(const connect_query& q) {
+  connect_lookup out;
+  out.targets = resolve(q.host, q.service, q.family);
+  if (q.local_address.empty() && q.local_port.empty()) return out;
+  local_side local;
   try {
-    port = resolve_service(local_port);
+    local.port = resolve_service(q.local_port);
   } catch (const socket_error& e) {
     throw socket_create_error(e.code(), std::string("bind: ") + e.what());
   }
-  if (local_address.empty())
-    return endpoint{family == AF_INET6 ? ip_address::any_v6() : ip_address::any_v4(), port};
-  std::vector<ip_address> candidates;
-  if (auto a = ip_address::try_parse(local_address))
-    candidates.push_back(*a);
-  else
-    candidates = get_host_addresses(local_address);
-  for (const auto& a : candidates)
-    if ((family == AF_INET6) == a.is_v6()) return endpoint{a, port};
+  if (auto a = ip_address::try_parse(q.local_address))
+    local.addresses.push_back(*a);
+  else if (!q.local_address.empty())
+    local.addresses = get_host_addresses(q.local_address);  // none found: every target is skipped
+  out.local = std::move(local);
+  return out;
+}
+
+bool needs_lookup_thread(const connect_query& q) { return is_host_name(q.host) || is_host_name(q.local_address); }
+
+std::optional<endpoint> local_endpoint_for(const std::optional<local_side>& local, int family) {
+  if (!local) return std::nullopt;
+  if (local->addresses.empty())  // a port only
+    return endpoint{family == AF_INET6 ? ip_address::any_v6() : ip_address::any_v4(), local->port};
+  for (const auto& a : local->addresses)
+    if ((family == AF_INET6) == a.is_v6()) return endpoint{a, local->port};
   return std::nullopt;  // no local address of this family: this target is skipped
 }
 
@@ -89,10 +98,11 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
                                 "connect to " + peer + ": timed out after " + std::to_string(options.timeout->count()) +
                                     " ms" + during);
   };
-  // The timeout covers the name's lookup too.
-  auto found = detail::resolve_before(host, service, options.family, deadline);
+  // The timeout covers the lookups too.
+  auto found = detail::look_up_before(
+      {std::string(host), std::string(service), options.family, options.local_address, options.local_port}, deadline);
   if (!found) throw timed_out(" resolving the name");
-  const std::vector<endpoint> targets = detail::interleave_families(std::move(*found));
+  const std::vector<endpoint> targets = detail::interleave_families(std::move(found->targets));
   std::error_code last_code;
   std::string last_cause = "no address to connect to";
   bool create_failure = false;
@@ -121,7 +131,7 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
            (racing.empty() || (options.attempt_delay && detail::clock::now() >= next_start))) {
       const endpoint& target = targets[next++];
       const auto addr = detail::to_sockaddr(target);
-      auto local = detail::local_endpoint_for(options.local_address, options.local_port, addr.family());
+      auto local = detail::local_endpoint_for(found->local, addr.family());
       if (!options.local_address.empty() && !local) {
         last_code = std::make_error_code(std::errc::address_family_not_supported);
         last_cause = detail::no_local_address_of_family(options.local_address, target);

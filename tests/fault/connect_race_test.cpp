@@ -419,6 +419,23 @@ TEST_F(AsyncSlowLookup, TheLoopGoesOnWhileTheLookupWaits) {
   EXPECT_EQ(fault::resolutions_of(host), 1u);
 }
 
+// A local address given as a name is looked up off the loop as well.
+TEST_F(AsyncSlowLookup, ALocalAddressNameIsLookedUpOffTheLoopToo) {
+  fault::fake_host("local.test", {"127.0.0.1"});
+  fault::hold_host("local.test");
+  comm::async_connect_options o;
+  o.connect_timeout = 10s;
+  o.local_address = "local.test";
+  async_race(lt, "127.0.0.1", port, o, r);
+  EXPECT_EQ(lt.call([] { return fault::resolutions_of("local.test"); }), 0u);
+  EXPECT_FALSE(r.w.wait([&] { return r.done; }, 0ms));
+  fault::release_host("local.test");
+  ASSERT_TRUE(r.w.wait([&] { return r.done; }, 15s));
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.peer, "127.0.0.1");
+  EXPECT_EQ(fault::resolutions_of("local.test"), 1u);  // once, not once per address
+}
+
 // A collection closed during the lookup: the answer that comes later starts nothing and runs no
 // callback.
 TEST_F(AsyncSlowLookup, ClosingTheCollectionDuringTheLookupRunsNoCallback) {
