@@ -19,8 +19,14 @@ namespace {
 class resolver_pool {
  public:
   static resolver_pool& instance() {
-    static auto* pool = new resolver_pool;
-    return *pool;
+    // A child of fork() has none of the parent's threads, and this pool's lock may have been held
+    // by one of them: the child starts a pool of its own (the old one is left untouched).
+    static const bool registered = [] {
+      ::pthread_atfork(nullptr, nullptr, [] { current() = new resolver_pool; });
+      return true;
+    }();
+    (void)registered;
+    return *current();
   }
   void submit(std::function<void()> job) {
     std::lock_guard lock(m_);
@@ -56,6 +62,10 @@ class resolver_pool {
       job = nullptr;
       lock.lock();
     }
+  }
+  static resolver_pool*& current() {  // written again only in a forked child
+    static resolver_pool* pool = new resolver_pool;
+    return pool;
   }
   std::mutex m_;
   std::condition_variable cv_;

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -21,6 +22,18 @@
 #include "async/async_helpers.hpp"
 #include "comm/comm.hpp"
 #include "fault/socket_faults.hpp"
+
+// GCC says __SANITIZE_THREAD__, clang __has_feature(thread_sanitizer).
+#if defined(__SANITIZE_THREAD__)
+#define RACE_TEST_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RACE_TEST_UNDER_TSAN 1
+#endif
+#endif
+#ifndef RACE_TEST_UNDER_TSAN
+#define RACE_TEST_UNDER_TSAN 0
+#endif
 
 namespace {
 
@@ -401,6 +414,35 @@ TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
   comm::socket_stream s = comm::open_tcp_stream("after.test", std::to_string(port), {.timeout = 5s});
   EXPECT_EQ(fault::lookups_of("after.test"), 1u);
   EXPECT_EQ(fault::lookups_of("queued.test"), 0u);
+}
+
+// fork() copies only the calling thread, so a child made after lookups ran has none of the lookup
+// threads: it must start threads of its own, or every lookup with a timeout would time out there.
+TEST_F(SlowLookup, AForkedChildLooksUpOnThreadsOfItsOwn) {
+#if RACE_TEST_UNDER_TSAN
+  GTEST_SKIP() << "ThreadSanitizer stops a child that starts threads after a multi-threaded fork";
+#endif
+  fault::release_host(host);
+  {  // the parent's lookup threads start
+    comm::socket_stream s = comm::open_tcp_stream(host, std::to_string(port), {.timeout = 5s});
+  }
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int code = 1;
+    try {
+      comm::socket_stream s = comm::open_tcp_stream(host, std::to_string(port), {.timeout = 2s});
+      code = 0;
+    } catch (...) {
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);  // 1: the child's connect failed (its lookup timed out)
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
 }
 
 // While the lookup waits, the loop goes on: had the lookup run on the loop, the call that starts
