@@ -18,12 +18,6 @@ std::string sni_for(const std::string& name);  // tls.cpp
 
 namespace {
 
-std::string host_port(std::string_view host, std::uint16_t port) {
-  std::string h(host);
-  if (h.find(':') != std::string::npos) h = "[" + h + "]";
-  return h + ":" + std::to_string(port);
-}
-
 class connector;
 
 // One address's connect in flight, registered for EPOLLOUT. Several may race (Happy Eyeballs).
@@ -155,7 +149,7 @@ class connector final : public std::enable_shared_from_this<connector> {
       if (fd < 0) {
         int e = errno;
         fail(std::make_exception_ptr(socket_create_error({e, std::generic_category()},
-                                                         "connect to " + host_port(host_, ep.port) +
+                                                         "connect to " + host_port_text(host_, service_) +
                                                              ": socket")));
         return;
       }
@@ -165,7 +159,7 @@ class connector final : public std::enable_shared_from_this<connector> {
       if (opts_.keepalive) ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
       if (local) {
         try {
-          bind_for_connect(fd, *local, host_port(host_, ep.port));
+          bind_for_connect(fd, *local, host_port_text(host_, service_));
         } catch (...) {
           fail(std::current_exception());
           return;
@@ -275,7 +269,7 @@ class connector final : public std::enable_shared_from_this<connector> {
     ao.handshake_timeout = opts_.handshake_timeout;
     ao.tlsext_host_name = opts_.tlsext_host_name.empty() ? sni_for(host_) : opts_.tlsext_host_name;
     ao.host_name = host_;
-    ao.session_key = host_port(host_, current_.port);
+    ao.session_key = host_port_text(host_, service_);  // as open_tcp_stream's
     auto cb = std::move(cb_);
     async_io_state_attach_ssl(*state, std::move(ao), [cb](async_io_state& s, std::exception_ptr err) {
       if (err) {

@@ -221,6 +221,36 @@ TEST(AsyncConnect, ALocalAddressOfTheOtherFamilyIsAConnectErrorNamingIt) {
   }
 }
 
+// Errors name the peer as the blocking connect's do, an IPv6 literal in one pair of brackets
+// whether it came bracketed or not: the refusal, and the bind of a local port in use.
+TEST(AsyncConnect, ErrorsNameThePeerAsGiven) {
+  loop_thread lt;
+  auto probe = comm::tcp_listener::open("0", {.address = "::1"});
+  const std::uint16_t port = probe.local_port();
+  probe = comm::tcp_listener();  // nothing listens there now
+  auto holder = comm::tcp_listener::open("0", {.address = "::1"});
+  const std::string held = std::to_string(holder.local_port());
+  comm::async_connect_options bind_held;
+  bind_held.local_address = "::1";
+  bind_held.local_port = held;
+  for (const std::string host : {"[::1]", "::1"}) {
+    connect_outcome refused = connect_with(lt, host, port, {});
+    connect_outcome unbound = connect_with(lt, host, port, bind_held);
+    try {
+      std::rethrow_exception(refused.error);
+    } catch (const comm::socket_connect_error& e) {
+      EXPECT_EQ(std::string(e.what()), "connect to [::1]:" + std::to_string(port) + ": Connection refused");
+    }
+    try {
+      std::rethrow_exception(unbound.error);
+    } catch (const comm::socket_create_error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("bind to [::1]:" + held + " for connect to [::1]:" + std::to_string(port), 0),
+                0u)
+          << e.what();
+    }
+  }
+}
+
 // A local port that a listener holds cannot be bound: a socket_create_error naming the bind.
 TEST(AsyncConnect, ALocalPortInUseIsACreateErrorNamingTheBind) {
   loop_thread lt;
