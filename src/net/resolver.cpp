@@ -80,6 +80,8 @@ bool is_host_name(std::string_view host) {
   return !host.empty() && !ip_address::try_parse(host);
 }
 
+bool needs_lookup_thread(const connect_query& q) { return is_host_name(q.host) || is_host_name(q.local_address); }
+
 void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted) {
   resolver_pool::instance().submit([q = std::move(q), done = std::move(done), wanted = std::move(wanted)] {
     // Lookups that waited behind slow ones (a DNS server that does not answer) may no longer be

@@ -45,8 +45,6 @@ connect_lookup look_up(const connect_query& q) {
   return out;
 }
 
-bool needs_lookup_thread(const connect_query& q) { return is_host_name(q.host) || is_host_name(q.local_address); }
-
 std::optional<endpoint> local_endpoint_for(const std::optional<local_side>& local, int family) {
   if (!local) return std::nullopt;
   if (local->addresses.empty())  // a port only
