@@ -259,6 +259,9 @@ TEST_F(state_fixture, WriteTimeoutEndsAStalledWriteWithTheBytesTaken) {
   std::string what;
   const std::string peer_port = std::to_string(comm::get_socket_address(peer.get())->port);
   clock::time_point stalled{};
+  // Taken before the write begins: the timeout runs from the write's last progress, which may come
+  // before in_loop returns.
+  const auto t0 = clock::now();
   in_loop([&] {
     comm::async_io_state_write_buffer(*st, data, [&](comm::async_io_state& s, std::size_t n) {
       try {
@@ -271,7 +274,6 @@ TEST_F(state_fixture, WriteTimeoutEndsAStalledWriteWithTheBytesTaken) {
       w.notify([&] { status = s.write_status(), taken = n, stalled = clock::now(); });
     });
   });
-  const auto t0 = clock::now();
   ASSERT_TRUE(w.wait([&] { return status.has_value(); }));
   EXPECT_EQ(*status, comm::io_status::timeout);
   EXPECT_GE(stalled - t0, 200ms);
