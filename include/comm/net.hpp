@@ -107,7 +107,8 @@ struct connect_options {
   // time, each until its answer or the timeout.
   std::optional<milliseconds> attempt_delay = milliseconds(250);
   // Bind before connect. local_address (a literal or a name) skips the host's addresses of the other
-  // family; a chosen local_port is bound with SO_REUSEADDR, so that one in TIME_WAIT serves again.
+  // family; a chosen local_port is bound with SO_REUSEADDR, so that one in TIME_WAIT serves again
+  // and the attempts of a race can all hold it.
   std::string local_address{};            // empty = OS chooses
   std::string local_port{};               // number or service name; empty = OS chooses
   bool nodelay = true;                  // TCP_NODELAY

@@ -301,6 +301,75 @@ TEST(HappyEyeballs, OpenTcpStreamRacesToo) {
   EXPECT_EQ(accepted_from(good), "127.0.0.2");
 }
 
+// A chosen local port serves every attempt of the race: both are bound to it at once (each with
+// SO_REUSEADDR, which Linux allows while neither listens), and the winner keeps it.
+std::uint16_t free_port() {
+  comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
+  return port_of_listener(probe);
+}
+
+TEST(HappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  const std::uint16_t local = free_port();
+  fault::scope faults;
+  fault::fake_host("local-port.test", {"127.0.0.1", "127.0.0.2"});
+  comm::connect_options o;
+  o.timeout = 10s;
+  o.attempt_delay = 100ms;
+  o.local_port = std::to_string(local);
+  comm::socket_handle s = comm::connect_to_tcp_server("local-port.test", std::to_string(port), o);
+  EXPECT_EQ(peer_of(s.get()), "127.0.0.2");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(comm::get_socket_address(s.get())->port, local);
+  EXPECT_EQ(accepted_from(good), "127.0.0.2");
+}
+
+TEST(AsyncHappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  const std::uint16_t local = free_port();
+  fault::scope faults;
+  fault::fake_host("local-port.test", {"127.0.0.1", "127.0.0.2"});
+  async_test::loop_thread lt("race");
+  async_test::waiter w;
+  std::optional<std::string> peer, error;
+  std::uint16_t bound = 0;
+  lt.call([&] {
+    comm::async_connect_options o;
+    o.connect_timeout = 10s;
+    o.attempt_delay = 100ms;
+    o.local_port = std::to_string(local);
+    comm::create_async_io_state_and_connected_tcp_socket(
+        *lt, "local-port.test", std::to_string(port),
+        [&](comm::async_io_state* st, std::exception_ptr e) {
+          std::string p, what;
+          std::uint16_t b = 0;
+          if (st != nullptr) {
+            p = peer_of(st->native_handle());
+            b = comm::get_socket_address(st->native_handle())->port;
+            comm::close_async_io_state(*st);
+          }
+          try {
+            if (e) std::rethrow_exception(e);
+          } catch (const std::exception& x) {
+            what = x.what();
+          }
+          w.notify([&] { peer = p, error = what, bound = b; });
+        },
+        o);
+    return 0;
+  });
+  ASSERT_TRUE(w.wait([&] { return peer.has_value(); }, 15s));
+  EXPECT_EQ(*error, "");
+  EXPECT_EQ(*peer, "127.0.0.2");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(bound, local);
+  EXPECT_EQ(accepted_from(good), "127.0.0.2");
+}
+
 // Closing the collection in the middle of a race closes every attempt, and no callback runs.
 TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
   stalled_address stalled("127.0.0.1", 0);
