@@ -73,12 +73,17 @@ std::uint64_t reads_of(int fd);
 // addresses of the test's choice (Happy Eyeballs).
 void fake_host(const std::string& name, std::vector<std::string> addresses);
 // getaddrinfo for a fake host waits, from hold_host until release_host (or 10 s at most): a slow
-// DNS answer. lookups_of(name) counts the lookups of a fake host that have begun, resolutions_of
-// those that have returned.
-void hold_host(const std::string& name);
-void release_host(const std::string& name);
-std::uint64_t lookups_of(const std::string& name);
-std::uint64_t resolutions_of(const std::string& name);
+// DNS answer. With a family (AF_INET6, AF_INET), only the lookups that ask for that family wait
+// (AAAA queries that a DNS server is slow to answer), and those that ask for both; AF_UNSPEC
+// holds them all. lookups_of(name) counts the lookups of a fake host that have begun,
+// resolutions_of those that have returned; with a family, those that asked for it.
+void hold_host(const std::string& name, int family = 0);
+void release_host(const std::string& name, int family = 0);
+// An IPv4 lookup of name waits (10 s at most) until an IPv6 one has returned: the order in which
+// a connect that looks both up gets the answers, made fixed.
+void ipv6_answers_first(const std::string& name);
+std::uint64_t lookups_of(const std::string& name, int family = -1);
+std::uint64_t resolutions_of(const std::string& name, int family = -1);
 // The addresses that connect() was called with for `port` since clear(), in order ("127.0.0.1",
 // "::1").
 std::vector<std::string> connects_to(std::uint16_t port);

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <map>
+#include <set>
 #include <mutex>
 #include <random>
 #include <string>
@@ -81,9 +82,10 @@ struct registry {
   fault::counters counts;
   bool calm_writes = false;
   std::map<std::string, std::vector<std::string>> hosts;       // fake_host
-  std::map<std::string, bool> held;                             // hold_host
-  std::map<std::string, std::uint64_t> lookups;                 // lookups_of
-  std::map<std::string, std::uint64_t> resolutions;             // resolutions_of
+  std::set<std::pair<std::string, int>> held;                   // hold_host: (name, family)
+  std::set<std::string> ipv6_first;                              // ipv6_answers_first
+  std::map<std::pair<std::string, int>, std::uint64_t> lookups;      // lookups_of: (name, family asked)
+  std::map<std::pair<std::string, int>, std::uint64_t> resolutions;  // resolutions_of
   std::condition_variable released;
   std::map<std::uint16_t, std::vector<std::string>> connects;  // connects_to
 };
@@ -188,36 +190,53 @@ void clear() {
   r.hosts.clear();
   r.connects.clear();
   r.held.clear();
+  r.ipv6_first.clear();
   r.lookups.clear();
   r.resolutions.clear();
   r.released.notify_all();
 }
 
-void hold_host(const std::string& name) {
+void hold_host(const std::string& name, int family) {
   auto& r = reg();
   std::lock_guard lock(r.m);
-  r.held[name] = true;
+  r.held.insert({name, family});
 }
 
-void release_host(const std::string& name) {
+void ipv6_answers_first(const std::string& name) {
   auto& r = reg();
   std::lock_guard lock(r.m);
-  r.held.erase(name);
+  r.ipv6_first.insert(name);
+}
+
+void release_host(const std::string& name, int family) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  r.held.erase({name, family});
   r.released.notify_all();
 }
 
-std::uint64_t lookups_of(const std::string& name) {
-  auto& r = reg();
-  std::lock_guard lock(r.m);
-  auto it = r.lookups.find(name);
-  return it == r.lookups.end() ? 0 : it->second;
+namespace {
+
+std::uint64_t count_of(const std::map<std::pair<std::string, int>, std::uint64_t>& counts, const std::string& name,
+                       int family) {
+  std::uint64_t n = 0;
+  for (const auto& [key, count] : counts)
+    if (key.first == name && (family == -1 || key.second == family)) n += count;
+  return n;
 }
 
-std::uint64_t resolutions_of(const std::string& name) {
+}  // namespace
+
+std::uint64_t lookups_of(const std::string& name, int family) {
   auto& r = reg();
   std::lock_guard lock(r.m);
-  auto it = r.resolutions.find(name);
-  return it == r.resolutions.end() ? 0 : it->second;
+  return count_of(r.lookups, name, family);
+}
+
+std::uint64_t resolutions_of(const std::string& name, int family) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  return count_of(r.resolutions, name, family);
 }
 
 void fake_host(const std::string& name, std::vector<std::string> addresses) {
@@ -388,24 +407,33 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
 int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
   std::vector<std::string> fake;
   auto& r = reg();
+  const int family = hints != nullptr ? hints->ai_family : AF_UNSPEC;
   if (node != nullptr) {
     std::unique_lock lock(r.m);
     auto it = r.hosts.find(node);
     if (it != r.hosts.end()) {
       fake = it->second;
-      ++r.lookups[node];
+      ++r.lookups[{node, family}];
     }
-    r.released.wait_for(lock, std::chrono::seconds(10), [&] { return r.held.count(node) == 0; });
+    // A lookup of both families waits for either (glibc asks for both and waits for both).
+    r.released.wait_for(lock, std::chrono::seconds(10), [&] {
+      return r.held.count({node, AF_UNSPEC}) == 0 && r.held.count({node, family}) == 0 &&
+             (family != AF_UNSPEC || (r.held.count({node, AF_INET}) == 0 && r.held.count({node, AF_INET6}) == 0));
+    });
+    if (family == AF_INET && r.ipv6_first.count(node) != 0)
+      r.released.wait_for(lock, std::chrono::seconds(10), [&] { return r.resolutions[{node, AF_INET6}] > 0; });
   }
   if (fake.empty()) return next().getaddrinfo(node, service, hints, res);
   struct counted {  // counts the lookup once it returns
     registry& r;
     std::string name;
+    int family;
     ~counted() {
       std::lock_guard lock(r.m);
-      ++r.resolutions[name];
+      ++r.resolutions[{name, family}];
+      r.released.notify_all();
     }
-  } count{r, node};
+  } count{r, node, family};
   addrinfo h = hints != nullptr ? *hints : addrinfo{};
   h.ai_flags = (h.ai_flags | AI_NUMERICHOST) & ~AI_CANONNAME;
   addrinfo* head = nullptr;
