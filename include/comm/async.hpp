@@ -263,10 +263,10 @@ std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, di
                                                        shutdown_callback callback = {});
 
 // ---------------------------------------------------------------------------------------------
-// Connecting. A host name is resolved on a resolver thread shared by every collection (getaddrinfo
-// may wait seconds on DNS), so the loop goes on meanwhile; a numeric address is used at once. The
-// connects are non-blocking, the addresses racing as attempt_delay says; connect_timeout covers the
-// resolution and the connects. Then (with ssl_ctx) the TLS handshake runs on the loop. The callback
+// Connecting. A host name is resolved on lookup threads shared by every collection (getaddrinfo
+// may wait seconds on DNS), its IPv6 and IPv4 addresses apart as connect_options says, so the loop
+// goes on meanwhile; a numeric address is used at once. The connects are non-blocking, the
+// addresses racing as attempt_delay says; connect_timeout covers the resolution and the connects. Then (with ssl_ctx) the TLS handshake runs on the loop. The callback
 // runs from the loop with the open state and no error, or with nullptr and the error
 // (socket_connect_error, socket_create_error, or an ssl_condition).
 struct async_connect_options {

@@ -39,10 +39,12 @@ class connector final : public std::enable_shared_from_this<connector> {
       : c_(c), host_(std::move(host)), service_(std::move(service)), cb_(std::move(cb)), opts_(std::move(o)) {
     timer_ = c_.no_timer();
     delay_timer_ = c_.no_timer();
+    resolution_timer_ = c_.no_timer();
   }
 
-  // Literals are looked up here; a host or local address that is a name on a lookup thread
-  // (look_up_elsewhere), the answer posted back to the loop. The connect timeout covers the lookup.
+  // Literals are looked up here; a host or local address that is a name on lookup threads, the
+  // IPv6 and IPv4 addresses apart (connect_lookups), each answer posted back to the loop. The
+  // connect timeout covers the lookups.
   void start() {
     closes_at_start_ = c_.closes();
     if (opts_.connect_timeout)
@@ -51,49 +53,60 @@ class connector final : public std::enable_shared_from_this<connector> {
         self->timed_out();
       });
     connect_query q{host_, service_, opts_.family, opts_.local_address, opts_.local_port};
-    if (needs_lookup_thread(q)) {
-      std::weak_ptr<wait_state_collection> collection = c_.shared_from_this();
+    std::weak_ptr<wait_state_collection> collection = c_.shared_from_this();
+    // Holds the connector until the last answer (or abandon, when the connect ends first).
+    auto answered = [self = shared_from_this(), collection] {
+      auto c = collection.lock();
+      if (!c) return;  // the collection has gone
       try {
-        resolving_ = true;
-        auto self = shared_from_this();
-        look_up_elsewhere(
-            q,
-            [self, collection](connect_lookup found, std::exception_ptr error) {
-              auto c = collection.lock();
-              if (!c) return;  // the collection has gone, and the connector goes here
-              try {
-                impl_of(*c).post([self, found = std::move(found), error]() mutable {
-                  self->looked_up(std::move(found), error);
-                });
-              } catch (...) {  // no memory for the closure: nor for much else
-              }
-            },
-            [self] { return !self->done_.load(); });
-        return;
-      } catch (const std::system_error&) {  // no lookup thread: looked up here, as literals are
-        resolving_ = false;
+        impl_of(*c).post([self] { self->answers_in(); });
+      } catch (...) {  // no memory for the closure: nor for much else
       }
-    }
-    connect_lookup found;
+    };
     try {
-      found = look_up(q);
+      lookups_ = connect_lookups::start(q, std::move(answered));
     } catch (...) {
       fail(std::current_exception());
       return;
     }
-    looked_up(std::move(found), nullptr);
+    if (!lookups_->on_threads()) answers_in();
   }
 
-  void looked_up(connect_lookup found, std::exception_ptr error) {
-    if (done_ || c_.closes() != closes_at_start_) return;  // timed out, or closed meanwhile
-    resolving_ = false;
-    if (error) {
-      fail(std::move(error));
+  // Takes the lookups' answers: the first targets start the race, later ones join it.
+  void answers_in() {
+    if (done_) return;  // timed out
+    if (c_.closes() != closes_at_start_) {  // closed meanwhile: lookups still queued are dropped
+      lookups_->abandon();
       return;
     }
-    endpoints_ = interleave_families(std::move(found.targets));
-    local_ = std::move(found.local);
-    start_next();
+    auto news = lookups_->take(loop_clock::now());
+    if (news.failure) {
+      fail(std::move(news.failure));
+      return;
+    }
+    more_coming_ = news.more_coming;
+    if (news.wait_until) {  // an IPv4 answer waits a little for the IPv6 one
+      c_.cancel_timer(resolution_timer_);
+      resolution_timer_ = c_.add_timer(*news.wait_until, [self = shared_from_this()] {
+        self->resolution_timer_ = self->c_.no_timer();
+        self->answers_in();
+      });
+      return;
+    }
+    if (news.targets.empty()) {
+      if (!more_coming_ && racing_.empty() && order_.empty()) start_next();  // nothing left: fails
+      return;
+    }
+    c_.cancel_timer(resolution_timer_);
+    if (!got_targets_) local_ = std::move(news.local);
+    got_targets_ = true;
+    order_.add(std::move(news.targets));
+    // None racing: start at once. Else the next joins once the attempt delay since the last start
+    // (or at once after a failure) is over.
+    if (racing_.empty() || (opts_.attempt_delay && loop_clock::now() >= next_start_))
+      start_next();
+    else if (opts_.attempt_delay && delay_timer_ == c_.no_timer())
+      start_next_at(next_start_);
   }
 
   void attempt_event(connect_attempt& a) {
@@ -121,6 +134,7 @@ class connector final : public std::enable_shared_from_this<connector> {
     drop(a);
     last_errno_ = err;
     last_cause_.clear();
+    next_start_ = loop_clock::now();
     start_next();  // a failure makes way for the next address at once
   }
 
@@ -135,8 +149,8 @@ class connector final : public std::enable_shared_from_this<connector> {
   // left, the next one joins the race after attempt_delay (RFC 8305, section 5).
   void start_next() {
     c_.cancel_timer(delay_timer_);
-    while (!done_ && next_ < endpoints_.size()) {
-      const endpoint& ep = endpoints_[next_++];
+    while (!done_ && !order_.empty()) {
+      const endpoint ep = *order_.take();
       current_ = ep;
       sockaddr_buf sa = to_sockaddr(ep);
       std::optional<endpoint> local = local_endpoint_for(local_, sa.family());
@@ -180,21 +194,29 @@ class connector final : public std::enable_shared_from_this<connector> {
           return;
         }
         racing_.push_back(std::move(a));
-        if (opts_.attempt_delay && next_ < endpoints_.size())
-          delay_timer_ = c_.add_timer(loop_clock::now() + *opts_.attempt_delay, [self = shared_from_this()] {
-            self->delay_timer_ = self->c_.no_timer();
-            self->start_next();
-          });
+        if (opts_.attempt_delay) {
+          next_start_ = loop_clock::now() + *opts_.attempt_delay;
+          if (!order_.empty()) start_next_at(next_start_);
+        }
         return;
       }
       last_errno_ = e;
       last_cause_.clear();
     }
-    if (done_ || !racing_.empty()) return;
+    // Nothing racing and nothing left to try: the connect fails, unless a lookup may bring more.
+    if (done_ || !racing_.empty() || more_coming_) return;
     int e = last_errno_ ? last_errno_ : EHOSTUNREACH;
     fail(std::make_exception_ptr(socket_connect_error(
         {e, std::generic_category()},
         "connect to " + host_port_text(host_, service_) + (last_cause_.empty() ? "" : ": " + last_cause_))));
+  }
+
+  void start_next_at(loop_clock::time_point t) {
+    c_.cancel_timer(delay_timer_);
+    delay_timer_ = c_.add_timer(t, [self = shared_from_this()] {
+      self->delay_timer_ = self->c_.no_timer();
+      self->start_next();
+    });
   }
 
   // Deregisters and closes one attempt.
@@ -211,6 +233,8 @@ class connector final : public std::enable_shared_from_this<connector> {
   // Every attempt still racing is deregistered and closed (the winner's socket has moved on).
   void end_race() noexcept {
     c_.cancel_timer(delay_timer_);
+    c_.cancel_timer(resolution_timer_);
+    if (lookups_) lookups_->abandon();
     for (auto& a : racing_) {
       c_.remove(*a, a->sock.get());
       a->sock.reset();
@@ -226,7 +250,7 @@ class connector final : public std::enable_shared_from_this<connector> {
     fail(std::make_exception_ptr(
         socket_connect_error(std::make_error_code(std::errc::timed_out),
                              "connect to " + host_port_text(host_, service_) + ": timed out after " +
-                                 std::to_string(ms) + " ms" + (resolving_ ? " resolving the name" : ""))));
+                                 std::to_string(ms) + " ms" + (got_targets_ ? "" : " resolving the name"))));
   }
 
   // winner: the attempt whose registration the state takes over (nullptr: not registered).
@@ -300,20 +324,23 @@ class connector final : public std::enable_shared_from_this<connector> {
   std::string host_, service_;
   connected_callback cb_;
   async_connect_options opts_;
-  std::vector<endpoint> endpoints_;
+  std::shared_ptr<connect_lookups> lookups_;
+  target_order order_;  // the targets not tried yet
   std::optional<local_side> local_;
-  std::size_t next_ = 0;
+  bool got_targets_ = false;  // a lookup has answered with addresses
+  bool more_coming_ = true;   // a lookup has not answered yet
+  loop_clock::time_point next_start_{};  // when the next target may join the race
   endpoint current_;
   std::vector<std::shared_ptr<connect_attempt>> racing_;
   timer_token timer_;
   timer_token delay_timer_;
+  timer_token resolution_timer_;
   int last_errno_ = 0;
   std::string last_cause_;  // beyond the errno's own text
   // The connect has ended (connected, failed or closed). Atomic: a lookup thread reads it to skip
   // a lookup that is no longer wanted.
   std::atomic<bool> done_{false};
   std::uint64_t closes_at_start_ = 0;
-  bool resolving_ = false;  // a host name's lookup is under way
 };
 
 void connect_attempt::on_events(std::uint32_t) {

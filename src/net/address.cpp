@@ -162,18 +162,24 @@ std::string host_port_text(std::string_view host, std::string_view service) {
   return h + ":" + std::string(service);
 }
 
-std::vector<endpoint> interleave_families(std::vector<endpoint> targets) {
-  if (targets.empty()) return targets;
-  const bool first_v6 = targets.front().address.is_v6();
-  std::vector<endpoint> same, other;
-  for (auto& t : targets) (t.address.is_v6() == first_v6 ? same : other).push_back(std::move(t));
-  std::vector<endpoint> out;
-  out.reserve(same.size() + other.size());
-  for (std::size_t i = 0; i < std::max(same.size(), other.size()); ++i) {
-    if (i < same.size()) out.push_back(std::move(same[i]));
-    if (i < other.size()) out.push_back(std::move(other[i]));
+void target_order::add(std::vector<endpoint> found) {
+  for (auto& t : found) {
+    if (std::find(seen_.begin(), seen_.end(), t) != seen_.end()) continue;  // in both answers
+    seen_.push_back(t);
+    if (!next_v6_) next_v6_ = t.address.is_v6();
+    (t.address.is_v6() ? v6_ : v4_).push_back(std::move(t));
   }
-  return out;
+}
+
+std::optional<endpoint> target_order::take() {
+  if (empty()) return std::nullopt;
+  // The family whose turn it is, or the other when it has none left.
+  const bool v6 = next_v6_.value_or(true) ? !v6_.empty() : v4_.empty();
+  auto& from = v6 ? v6_ : v4_;
+  endpoint t = std::move(from.front());
+  from.pop_front();
+  next_v6_ = !v6;
+  return t;
 }
 
 int poll_timeout_ms(const std::optional<clock::time_point>& deadline) noexcept {
@@ -253,6 +259,19 @@ const std::error_category& gai_category() {
   static const gai_category_impl c;
   return c;
 }
+
+}  // namespace
+
+namespace detail {
+
+bool found_no_address(const std::error_code& e) noexcept {
+  return e.category() == gai_category() &&
+         (e.value() == EAI_NONAME || e.value() == EAI_NODATA || e.value() == EAI_ADDRFAMILY);
+}
+
+}  // namespace detail
+
+namespace {
 
 struct addrinfo_deleter {
   void operator()(addrinfo* p) const noexcept { ::freeaddrinfo(p); }

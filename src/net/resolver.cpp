@@ -1,8 +1,10 @@
 // Name lookups off the caller's thread: getaddrinfo has no timeout of its own and may wait seconds
-// on DNS. The blocking connect waits for a lookup only until its deadline; the event loops hand
-// lookups over and go on.
+// on DNS. The blocking connect waits for lookups only until its deadline; the event loops hand
+// lookups over and go on. A connect's IPv6 and IPv4 addresses are looked up apart (RFC 8305,
+// section 3), so that it can start on the first answer.
 #include <pthread.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -98,41 +100,132 @@ void look_up_elsewhere(connect_query q, looked_up_function done, std::function<b
   });
 }
 
-std::optional<connect_lookup> look_up_before(const connect_query& q, const std::optional<clock::time_point>& deadline) {
-  if (!deadline || !needs_lookup_thread(q)) return look_up(q);
-  struct answer {
-    std::mutex m;
-    std::condition_variable cv;
-    bool done = false;
-    bool abandoned = false;  // the caller's deadline has passed
+// ---- the lookups of one connect
+
+bool connect_lookups::splits(const connect_query& q) {
+  return q.family == address_family::any && is_host_name(q.host) && !is_host_name(q.local_address);
+}
+
+std::shared_ptr<connect_lookups> connect_lookups::start(const connect_query& q, std::function<void()> answered,
+                                                        bool in_caller) {
+  auto l = std::make_shared<connect_lookups>();
+  const bool split = !in_caller && splits(q);
+  if (split)
+    l->answers_ = {answer(address_family::ipv6), answer(address_family::ipv4)};
+  else
+    l->answers_ = {answer(q.family)};
+  auto here = [&](std::size_t i) {
+    connect_query one = q;
+    one.family = l->answers_[i].family;
     connect_lookup found;
     std::exception_ptr error;
+    try {
+      found = look_up(one);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    l->store(i, std::move(found), std::move(error), false);
   };
-  auto a = std::make_shared<answer>();  // an abandoned lookup still writes here
-  try {
-    look_up_elsewhere(
-        q,
-        [a](connect_lookup found, std::exception_ptr error) {
-          std::lock_guard lock(a->m);
-          a->found = std::move(found);
-          a->error = std::move(error);
-          a->done = true;
-          a->cv.notify_all();
-        },
-        [a] {
-          std::lock_guard lock(a->m);
-          return !a->abandoned;
-        });
-  } catch (const std::system_error&) {  // no thread could be started
-    return look_up(q);
+  if (in_caller || !needs_lookup_thread(q)) {
+    here(0);
+    return l;
   }
-  std::unique_lock lock(a->m);
-  if (!a->cv.wait_until(lock, *deadline, [&] { return a->done; })) {
-    a->abandoned = true;
-    return std::nullopt;
+  l->answered_ = std::move(answered);
+  for (std::size_t i = 0; i < l->answers_.size(); ++i) {
+    connect_query one = q;
+    one.family = l->answers_[i].family;
+    try {
+      look_up_elsewhere(
+          std::move(one),
+          [l, i](connect_lookup found, std::exception_ptr error) { l->store(i, std::move(found), std::move(error), true); },
+          [l] {
+            std::lock_guard lock(l->m_);
+            return !l->abandoned_;
+          });
+      l->on_threads_ = true;
+    } catch (const std::system_error&) {  // no lookup thread could be started: here, then
+      here(i);
+    }
   }
-  if (a->error) std::rethrow_exception(a->error);
-  return std::move(a->found);
+  return l;
+}
+
+void connect_lookups::store(std::size_t i, connect_lookup found, std::exception_ptr error, bool notify) {
+  std::function<void()> call;
+  {
+    std::lock_guard lock(m_);
+    auto& a = answers_[i];
+    a.answered = true;
+    a.at = clock::now();
+    a.found = std::move(found);
+    a.error = std::move(error);
+    if (notify && answered_) {
+      // The last answer releases the function, and what it holds (an async connect holds itself
+      // there while it waits).
+      if (std::all_of(answers_.begin(), answers_.end(), [](const answer& x) { return x.answered; })) {
+        call = std::move(answered_);
+        answered_ = nullptr;
+      } else {
+        call = answered_;
+      }
+    }
+  }
+  if (call) call();
+}
+
+void connect_lookups::abandon() {
+  std::function<void()> drop;
+  std::lock_guard lock(m_);
+  abandoned_ = true;
+  drop = std::move(answered_);
+  answered_ = nullptr;
+}
+
+connect_lookups::news connect_lookups::take(clock::time_point now) {
+  std::lock_guard lock(m_);
+  news n;
+  n.more_coming = std::any_of(answers_.begin(), answers_.end(), [](const answer& a) { return !a.answered; });
+  if (!given_any_) {
+    const bool any_targets =
+        std::any_of(answers_.begin(), answers_.end(), [](const answer& a) { return a.answered && !a.error; });
+    if (!any_targets) {
+      if (!n.more_coming) n.failure = failure();
+      return n;
+    }
+    if (answers_.size() == 2) {
+      const auto& v6 = answers_[0];
+      const auto& v4 = answers_[1];
+      if (!v6.answered && !v4.error && now < v4.at + resolution_delay) {
+        n.wait_until = v4.at + resolution_delay;
+        return n;
+      }
+    }
+  }
+  for (auto& a : answers_) {
+    if (!a.answered || a.given) continue;
+    a.given = true;
+    if (a.error) continue;
+    if (!given_any_) n.local = a.found.local;
+    given_any_ = true;
+    n.targets.insert(n.targets.end(), a.found.targets.begin(), a.found.targets.end());
+  }
+  return n;
+}
+
+std::exception_ptr connect_lookups::failure() const {
+  if (answers_.size() == 1) return answers_[0].error;
+  auto no_address = [](const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::system_error& x) {
+      return found_no_address(x.code());
+    } catch (...) {
+    }
+    return false;
+  };
+  const auto& v6 = answers_[0].error;
+  const auto& v4 = answers_[1].error;
+  return no_address(v4) && !no_address(v6) ? v6 : v4;
 }
 
 }  // namespace comm::detail

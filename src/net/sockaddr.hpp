@@ -5,8 +5,11 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -81,21 +84,83 @@ connect_lookup look_up(const connect_query& q);
 bool is_host_name(std::string_view host);
 bool needs_lookup_thread(const connect_query& q);
 
+// A lookup's error that says the name has no address (of the family asked), as opposed to a
+// failure (a DNS server that does not answer, an unknown service).
+bool found_no_address(const std::error_code& e) noexcept;
+
 // look_up on one of a few threads kept for lookups (getaddrinfo has no timeout and may wait seconds
 // on DNS); done(result, error) runs there. A lookup still queued when wanted() says no (its
 // connect has timed out or closed) is dropped without a call to done. Throws std::system_error if
 // no thread could be started.
 using looked_up_function = std::function<void(connect_lookup, std::exception_ptr)>;
 void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted = {});
-// look_up, waiting for a lookup that may wait on DNS only until the deadline: nullopt when it
-// passes (the lookup ends on its thread, unheeded). Without a deadline, or with literals only, the
-// lookup runs in the caller.
-std::optional<connect_lookup> look_up_before(const connect_query& q, const std::optional<clock::time_point>& deadline);
 
-// The order in which to try a host's addresses (RFC 8305, section 4): the resolver's order, but
-// families alternating from the first address's family on, so that a family whose addresses all
-// stall costs one attempt delay, not one per address.
-std::vector<endpoint> interleave_families(std::vector<endpoint> targets);
+// The lookups of one connect. A host name with both families wanted has its IPv6 and its IPv4
+// addresses looked up apart (RFC 8305, section 3), so that a DNS server slow to answer for one
+// family (AAAA queries dropped) does not hold the connect: it may start on the first answer. Names
+// go to the lookup threads; literals are looked up at once, in start.
+class connect_lookups {
+ public:
+  // How long an IPv4 answer waits for the IPv6 one before the connect starts on it alone.
+  static constexpr std::chrono::milliseconds resolution_delay{50};
+  // Whether the families are looked up apart: both wanted, the host a name, and the local address
+  // not one (it would be looked up twice).
+  static bool splits(const connect_query& q);
+  // answered() runs on a lookup thread after each answer (not for those looked up in start).
+  // in_caller: look names up in the calling thread, one getaddrinfo for both families (the
+  // blocking connect without a timeout, as before these lookups had threads).
+  static std::shared_ptr<connect_lookups> start(const connect_query& q, std::function<void()> answered,
+                                                bool in_caller = false);
+  struct news {
+    std::vector<endpoint> targets;     // answered since the last take, IPv6's first
+    std::optional<local_side> local;   // with the first targets
+    bool more_coming = false;          // a lookup has not answered yet
+    std::optional<clock::time_point> wait_until;  // no targets yet: the resolution delay's end
+    std::exception_ptr failure;        // every lookup has failed: the IPv4 one's error, unless it
+                                       // only found no address and the IPv6 one failed otherwise
+  };
+  // What has come in. Before the first targets are given out, an IPv4 answer is held back until
+  // the IPv6 one comes or the resolution delay has passed (wait_until).
+  news take(clock::time_point now);
+  // The connect has ended: lookups still queued are dropped.
+  void abandon();
+  // Whether the lookups run on lookup threads (else every answer was in by start's return).
+  bool on_threads() const { return on_threads_; }
+
+ private:
+  struct answer {
+    explicit answer(address_family f) : family(f) {}
+    address_family family;
+    bool answered = false, given = false;
+    clock::time_point at{};
+    connect_lookup found;
+    std::exception_ptr error;
+  };
+  void store(std::size_t i, connect_lookup found, std::exception_ptr error, bool notify);
+  std::exception_ptr failure() const;  // under m_
+  std::mutex m_;
+  std::vector<answer> answers_;  // one (the family asked, maybe both) or two (IPv6, IPv4)
+  bool given_any_ = false;
+  bool abandoned_ = false;
+  bool on_threads_ = false;
+  std::function<void()> answered_;
+};
+
+// The order in which to try a host's addresses (RFC 8305, section 4), fed by the lookups as they
+// answer: the order given, but families alternating, so that a family whose addresses all stall
+// costs one attempt delay, not one per address. The first target is of the first address's family;
+// addresses that come later join the turns.
+class target_order {
+ public:
+  void add(std::vector<endpoint> found);
+  std::optional<endpoint> take();
+  bool empty() const { return v6_.empty() && v4_.empty(); }
+
+ private:
+  std::deque<endpoint> v6_, v4_;
+  std::vector<endpoint> seen_;   // every address added
+  std::optional<bool> next_v6_;  // the family whose turn it is
+};
 
 // The endpoint to bind to before connecting to a target of `family` (AF_INET, AF_INET6): nullopt
 // when no local side was asked for, or when the local address has none of that family, and that

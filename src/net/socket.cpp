@@ -3,7 +3,10 @@
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <mutex>
 
 #include "net/sockaddr.hpp"
 
@@ -84,10 +87,13 @@ struct connect_attempt {
 
 }  // namespace
 
-// Happy Eyeballs (RFC 8305, section 5): the targets, families alternating, start one after another:
-// the next one when an attempt has failed or the last one has had attempt_delay without an answer.
-// Those started stay in the race, and the first to connect wins. Without attempt_delay, each
-// target has until its answer (or the deadline) before the next starts.
+// Happy Eyeballs (RFC 8305). The host's IPv6 and IPv4 addresses are looked up apart (section 3),
+// and the connect starts on the first answer (an IPv4 one after the resolution delay, unless the
+// IPv6 one comes meanwhile); addresses that come later join in. The targets, families alternating,
+// start one after another (sections 4 and 5): the next one when an attempt has failed or the last
+// one has had attempt_delay without an answer. Those started stay in the race, and the first to
+// connect wins. Without attempt_delay, each target has until its answer (or the deadline) before
+// the next starts.
 socket_handle connect_to_tcp_server(std::string_view host, std::string_view service, const connect_options& options) {
   const std::string peer = detail::host_port_text(host, service);
   const auto deadline = detail::deadline_after(options.timeout);
@@ -96,11 +102,67 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
                                 "connect to " + peer + ": timed out after " + std::to_string(options.timeout->count()) +
                                     " ms" + during);
   };
-  // The timeout covers the lookups too.
-  auto found = detail::look_up_before(
-      {std::string(host), std::string(service), options.family, options.local_address, options.local_port}, deadline);
-  if (!found) throw timed_out(" resolving the name");
-  const std::vector<endpoint> targets = detail::interleave_families(std::move(found->targets));
+  // The lookups. On lookup threads, the timeout covers them too; a lookup thread's answer wakes
+  // the poll below through an eventfd. Without a timeout, and with one family to look up, the name
+  // is looked up here, as glibc's resolver takes it.
+  const detail::connect_query q{std::string(host), std::string(service), options.family, options.local_address,
+                                options.local_port};
+  const bool in_caller = !deadline && !detail::connect_lookups::splits(q);
+  // The eventfd is closed here, at the return, though a lookup thread may still hold `wake`.
+  struct lookup_wake {
+    std::mutex m;
+    int fd = -1;
+    void signal() {
+      std::lock_guard lock(m);
+      const std::uint64_t one = 1;
+      if (fd < 0) return;
+      [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+    }
+    ~lookup_wake() {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+  std::shared_ptr<lookup_wake> wake;
+  std::function<void()> answered;
+  if (!in_caller && detail::needs_lookup_thread(q)) {
+    wake = std::make_shared<lookup_wake>();
+    wake->fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake->fd < 0) {
+      int e = errno;
+      throw socket_create_error(detail::errno_code(e), "connect to " + peer + ": eventfd");
+    }
+    answered = [wake] { wake->signal(); };
+  }
+  const auto lookups = detail::connect_lookups::start(q, std::move(answered), in_caller);
+  struct at_exit {
+    detail::connect_lookups& l;
+    lookup_wake* w;
+    ~at_exit() {
+      l.abandon();
+      if (w == nullptr) return;
+      std::lock_guard lock(w->m);
+      ::close(w->fd);
+      w->fd = -1;
+    }
+  } end_lookups{*lookups, wake.get()};
+
+  detail::target_order order;
+  std::optional<detail::local_side> local_side;
+  bool more_coming = true;  // a lookup has not answered yet
+  bool got_targets = false;
+  std::optional<detail::clock::time_point> resolution_delay_end;
+  auto take_answers = [&] {
+    auto news = lookups->take(detail::clock::now());
+    if (news.failure) std::rethrow_exception(news.failure);  // every lookup failed
+    if (!news.targets.empty()) {
+      if (!got_targets) local_side = std::move(news.local);
+      got_targets = true;
+      order.add(std::move(news.targets));
+    }
+    more_coming = news.more_coming;
+    resolution_delay_end = news.wait_until;
+  };
+
   std::error_code last_code;
   std::string last_cause = "no address to connect to";
   bool create_failure = false;
@@ -120,16 +182,15 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
   };
 
   std::vector<connect_attempt> racing;
-  std::size_t next = 0;
   detail::clock::time_point next_start{};  // when the next target joins the race
   for (;;) {
+    take_answers();
     // Start targets: the next one at once if none is racing, else once the attempt delay is over.
     // One that fails at once makes way for the next at once.
-    while (next < targets.size() &&
-           (racing.empty() || (options.attempt_delay && detail::clock::now() >= next_start))) {
-      const endpoint& target = targets[next++];
+    while (!order.empty() && (racing.empty() || (options.attempt_delay && detail::clock::now() >= next_start))) {
+      const endpoint target = *order.take();
       const auto addr = detail::to_sockaddr(target);
-      auto local = detail::local_endpoint_for(found->local, addr.family());
+      auto local = detail::local_endpoint_for(local_side, addr.family());
       if (!options.local_address.empty() && !local) {
         last_code = std::make_error_code(std::errc::address_family_not_supported);
         last_cause = detail::no_local_address_of_family(options.local_address, target);
@@ -159,23 +220,33 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
       if (options.attempt_delay) next_start = detail::clock::now() + *options.attempt_delay;
       break;
     }
-    if (racing.empty()) break;  // every target has failed
+    if (racing.empty() && !more_coming) break;  // every target has failed
 
-    std::optional<detail::clock::time_point> wake = deadline;
-    if (next < targets.size() && options.attempt_delay && (!wake || next_start < *wake)) wake = next_start;
+    // Wait for an attempt's answer, a lookup's, the next start, or the deadline.
+    std::optional<detail::clock::time_point> wake_at = deadline;
+    auto earlier = [&](detail::clock::time_point t) {
+      if (!wake_at || t < *wake_at) wake_at = t;
+    };
+    if (!order.empty() && options.attempt_delay) earlier(next_start);
+    if (resolution_delay_end) earlier(*resolution_delay_end);
     std::vector<pollfd> polled(racing.size());
     for (std::size_t i = 0; i < racing.size(); ++i) polled[i] = {racing[i].socket.get(), POLLOUT, 0};
-    int rc = ::poll(polled.data(), polled.size(), detail::poll_timeout_ms(wake));
+    if (more_coming && wake) polled.push_back({wake->fd, POLLIN, 0});
+    int rc = ::poll(polled.data(), polled.size(), detail::poll_timeout_ms(wake_at));
     if (rc < 0) {
       if (errno == EINTR) continue;
       int e = errno;
       throw socket_connect_error(detail::errno_code(e), "connect to " + peer + ": poll");
     }
     if (rc == 0) {
-      if (deadline && detail::clock::now() >= *deadline) throw timed_out("");
-      continue;  // the attempt delay is over: the next target joins
+      if (deadline && detail::clock::now() >= *deadline) throw timed_out(got_targets ? "" : " resolving the name");
+      continue;  // the attempt delay or the resolution delay is over
     }
-    for (std::size_t i = polled.size(); i-- > 0;) {
+    if (polled.size() > racing.size() && polled.back().revents != 0) {  // a lookup has answered
+      std::uint64_t n;
+      [[maybe_unused]] auto r = ::read(wake->fd, &n, sizeof n);
+    }
+    for (std::size_t i = racing.size(); i-- > 0;) {
       if (polled[i].revents == 0) continue;
       int err = 0;
       socklen_t len = sizeof err;

@@ -14,9 +14,11 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "async/async_helpers.hpp"
@@ -175,11 +177,10 @@ const race_case race_cases[] = {
     {"OneAtATimeGivesTheStalledOneTheWholeTimeout",
      {{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}},
      std::nullopt, 500ms, "", {"127.0.0.1"}, std::errc::timed_out, "timed out after 500 ms: Connection timed out", 500},
-    // The families take turns from the first address's on: with two stalled IPv4 addresses first,
-    // the second attempt goes to the IPv6 one, which wins before the third would start.
-    {"FamiliesTakeTurns",
-     {{"127.0.0.1", answer::stalls}, {"127.0.0.3", answer::stalls}, {"::1", answer::accepts}},
-     500ms, 10s, "::1", {"127.0.0.1", "::1"}, {}, "", 500},
+    // IPv6 first: its answer starts the race, and the IPv4 addresses follow in their order.
+    {"IPv6GoesFirst",
+     {{"127.0.0.1", answer::stalls}, {"127.0.0.3", answer::accepts}, {"::1", answer::stalls}},
+     300ms, 10s, "127.0.0.3", {"::1", "127.0.0.1", "127.0.0.3"}, {}, "", 600},
     // An attempt that fails while another still races makes way for the next address at once, not
     // after the attempt delay: the connect takes one delay (1 s), not two.
     {"AFailureStartsTheNextAddressAtOnce",
@@ -231,6 +232,7 @@ class ConnectRace : public ::testing::TestWithParam<race_case> {
     std::vector<std::string> addresses;
     for (const auto& a : c.addresses) addresses.push_back(a.first);
     fault::fake_host(host, addresses);
+    fault::ipv6_answers_first(host);
   }
   // The outcome against the case's.
   void check(const std::string& peer, const std::string& error, std::error_code code, long long took) {
@@ -400,6 +402,125 @@ TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
   EXPECT_FALSE(lt.call([&] { return called; }));
 }
 
+// ---- IPv6 and IPv4 looked up apart (RFC 8305, section 3), by both connects
+
+enum class connect_kind { blocking, async };
+
+std::ostream& operator<<(std::ostream& os, connect_kind k) { return os << (k == connect_kind::async ? "Async" : "Blocking"); }
+
+struct connect_outcome {
+  std::string peer, error;
+  long long millis = 0;
+};
+
+// One connect of the kind asked for, waited for to its end.
+connect_outcome connect_by(connect_kind kind, const std::string& host, std::uint16_t port,
+                           std::chrono::milliseconds attempt_delay, std::chrono::milliseconds timeout) {
+  connect_outcome out;
+  if (kind == connect_kind::blocking) {
+    const auto t0 = race_clock::now();
+    try {
+      comm::connect_options o;
+      o.timeout = timeout;
+      o.attempt_delay = attempt_delay;
+      comm::socket_handle s = comm::connect_to_tcp_server(host, std::to_string(port), o);
+      out.peer = peer_of(s.get());
+    } catch (const std::exception& e) {
+      out.error = e.what();
+    }
+    out.millis = millis_since(t0);
+    return out;
+  }
+  async_test::loop_thread lt("split");
+  race_result r;
+  comm::async_connect_options o;
+  o.connect_timeout = timeout;
+  o.attempt_delay = attempt_delay;
+  async_race(lt, host, port, o, r);
+  if (!r.w.wait([&] { return r.done; }, 15s)) return {"", "no callback", 0};
+  return {r.peer, r.error, r.millis};
+}
+
+// Each test opens its listeners first, then its fault::scope (which forgets the connects that
+// fill a stalled address's queue).
+class SplitLookup : public ::testing::TestWithParam<connect_kind> {
+ protected:
+  const std::string host = "split.test";
+};
+
+// The IPv6 lookup does not answer (AAAA queries dropped): the IPv4 answer waits the resolution
+// delay (50 ms) for it, then the connect goes on without it, long before the IPv6 lookup's 10 s.
+TEST_P(SplitLookup, AnIPv4AnswerGoesAloneAfterTheResolutionDelay) {
+  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host(host, {"::1", "127.0.0.1"});
+  fault::hold_host(host, AF_INET6);
+  const auto out = connect_by(GetParam(), host, port, 250ms, 10s);
+  EXPECT_EQ(out.error, "");
+  EXPECT_EQ(out.peer, "127.0.0.1");
+  EXPECT_GE(out.millis, 50);
+  EXPECT_LT(out.millis, 5000);
+  EXPECT_EQ(fault::resolutions_of(host, AF_INET6), 0u);
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1"}));
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
+  fault::release_host(host, AF_INET6);
+}
+
+// The IPv4 lookup does not answer: the IPv6 answer starts the connect at once.
+TEST_P(SplitLookup, AnIPv6AnswerStartsTheConnectAtOnce) {
+  comm::socket_handle good = race_listener("::1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host(host, {"127.0.0.1", "::1"});
+  fault::hold_host(host, AF_INET);
+  const auto out = connect_by(GetParam(), host, port, 250ms, 10s);
+  EXPECT_EQ(out.error, "");
+  EXPECT_EQ(out.peer, "::1");
+  EXPECT_LT(out.millis, 5000);
+  EXPECT_EQ(fault::resolutions_of(host, AF_INET), 0u);
+  EXPECT_EQ(fault::connects_to(port), (strings{"::1"}));
+  EXPECT_EQ(accepted_from(good), "::1");
+  fault::release_host(host, AF_INET);
+}
+
+// The IPv6 answer comes while the race runs on the IPv4 addresses: its address joins and takes
+// the next turn (before the second IPv4 address), and wins.
+TEST_P(SplitLookup, ALateIPv6AnswerJoinsTheRaceInItsTurn) {
+  stalled_address stalled("127.0.0.1", 0);
+  const std::uint16_t port = stalled.port();
+  stalled_address stalled2("127.0.0.3", port);
+  comm::socket_handle good = race_listener("::1", port, 8);
+  fault::scope faults;
+  fault::fake_host(host, {"127.0.0.1", "127.0.0.3", "::1"});
+  fault::hold_host(host, AF_INET6);
+  auto running = std::async(std::launch::async, [&] { return connect_by(GetParam(), host, port, 300ms, 10s); });
+  // Bounded: the first attempt starts 50 ms after the IPv4 answer.
+  for (int i = 0; i < 5000 && fault::connects_to(port).empty(); ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(fault::connects_to(port), (strings{"127.0.0.1"}));
+  fault::release_host(host, AF_INET6);
+  const auto out = running.get();
+  EXPECT_EQ(out.error, "");
+  EXPECT_EQ(out.peer, "::1");
+  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "::1"}));
+  EXPECT_GE(out.millis, 300);  // the attempt delay after the first attempt
+  EXPECT_LT(out.millis, 5000);
+  EXPECT_EQ(accepted_from(good), "::1");
+}
+
+// Both lookups find nothing: the error is the lookup's, as with one lookup for both families.
+TEST_P(SplitLookup, NoAddressInEitherFamilyIsTheLookupError) {
+  // A fake host whose addresses are all of a family the connect cannot use would still answer;
+  // a name under .invalid (RFC 6761) is never found.
+  fault::scope faults;
+  const auto out = connect_by(GetParam(), "nothing.invalid", 9, 250ms, 10s);
+  EXPECT_EQ(out.peer, "");
+  EXPECT_EQ(out.error.rfind("resolve nothing.invalid:9: ", 0), 0u) << out.error;
+}
+
+INSTANTIATE_TEST_SUITE_P(HappyEyeballs, SplitLookup, ::testing::Values(connect_kind::blocking, connect_kind::async),
+                         [](const auto& info) { return info.param == connect_kind::async ? "Async" : "Blocking"; });
+
 // ---- name lookups that wait
 
 // A host name whose lookup waits until the test releases it (a slow DNS answer), for a listener
@@ -457,8 +578,10 @@ TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
     fault::fake_host(name, {"127.0.0.1"});
     fault::hold_host(name);
     lt.call([&] {
+      comm::async_connect_options o;
+      o.family = comm::address_family::ipv4;  // one lookup each
       comm::create_async_io_state_and_connected_tcp_socket(*lt, name, std::to_string(port),
-                                                           [](comm::async_io_state*, std::exception_ptr) {});
+                                                           [](comm::async_io_state*, std::exception_ptr) {}, o);
       return 0;
     });
   }
@@ -478,10 +601,11 @@ TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
                                          ": timed out after 200 ms resolving the name: Connection timed out");
   }
   for (const auto& name : busy) fault::release_host(name);
-  // Queued after queued.test's lookup: once it has been answered, that one has left the queue.
+  // Queued after queued.test's lookups (one per family): once one has been answered, those have
+  // left the queue.
   fault::fake_host("after.test", {"127.0.0.1"});
   comm::socket_stream s = comm::open_tcp_stream("after.test", std::to_string(port), {.timeout = 5s});
-  EXPECT_EQ(fault::lookups_of("after.test"), 1u);
+  EXPECT_GE(fault::lookups_of("after.test"), 1u);
   EXPECT_EQ(fault::lookups_of("queued.test"), 0u);
 }
 
@@ -527,7 +651,7 @@ TEST_F(AsyncSlowLookup, TheLoopGoesOnWhileTheLookupWaits) {
   EXPECT_EQ(r.error, "");
   EXPECT_EQ(r.peer, "127.0.0.1");
   EXPECT_EQ(accepted_from(good), "127.0.0.1");
-  EXPECT_EQ(fault::resolutions_of(host), 1u);
+  EXPECT_EQ(fault::resolutions_of(host, AF_INET), 1u);
 }
 
 // A local address given as a name is looked up off the loop as well.
@@ -556,8 +680,8 @@ TEST_F(AsyncSlowLookup, ClosingTheCollectionDuringTheLookupRunsNoCallback) {
     return 0;
   });
   fault::release_host(host);
-  for (int turn = 0; turn < 1000 && fault::resolutions_of(host) == 0; ++turn) lt.call([] { return 0; });
-  EXPECT_EQ(fault::resolutions_of(host), 1u);
+  for (int turn = 0; turn < 1000 && fault::resolutions_of(host) < 2; ++turn) lt.call([] { return 0; });
+  EXPECT_EQ(fault::resolutions_of(host), 2u);  // its IPv6 and IPv4 lookups
   EXPECT_EQ(accepted_from(good, 1000ms), "");  // nothing connects
   EXPECT_FALSE(r.w.wait([&] { return r.done; }, 0ms));
 }
