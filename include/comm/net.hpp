@@ -99,16 +99,16 @@ class socket_handle {
 struct connect_options {
   // Connect timeout: the name's lookups (on lookup threads, waited for until then) and every
   // address together; none = the OS's. Without a timeout and with one family wanted (`family`),
-  // the name is looked up in the calling thread.
+  // the name is looked up in the calling thread, with no IPv4 lookup beside.
   std::optional<milliseconds> timeout{};
-  // Happy Eyeballs (RFC 8305). A host name's IPv6 and IPv4 addresses are looked up apart, and the
-  // connect starts on the first answer: at once on the IPv6 one, 50 ms after the IPv4 one unless
-  // the IPv6 one comes meanwhile (so a DNS server that drops AAAA queries costs 50 ms, not its
-  // retries). After attempt_delay without an answer from one address the next one is tried too,
-  // and the first to connect wins, so that an address that stalls (IPv6 without a route, a host
-  // that drops SYNs) costs this delay, not the timeout. A failure starts the next at once. The
-  // families take turns, IPv6 first when its answer came in time; addresses answered later join
-  // the turns. none = one address at a time, each until its answer or the timeout.
+  // Happy Eyeballs (RFC 8305). Beside the lookup of a host name for both families, an IPv4-only
+  // one runs; when it answers first, the connect starts on it 50 ms later unless the other answer
+  // comes meanwhile (so a DNS server that drops AAAA queries costs 50 ms, not its retries), and
+  // the IPv6 addresses join when they come. After attempt_delay without an answer from one address
+  // the next one is tried too, and the first to connect wins, so that an address that stalls (IPv6
+  // without a route, a host that drops SYNs) costs this delay, not the timeout. A failure starts
+  // the next at once. The families take turns from the resolver's first address on. none = one
+  // address at a time, each until its answer or the timeout.
   std::optional<milliseconds> attempt_delay = milliseconds(250);
   // Bind before connect. local_address (a literal or a name) skips the host's addresses of the other
   // family; a chosen local_port is bound with SO_REUSEADDR, so that one in TIME_WAIT serves again

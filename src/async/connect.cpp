@@ -42,8 +42,8 @@ class connector final : public std::enable_shared_from_this<connector> {
     resolution_timer_ = c_.no_timer();
   }
 
-  // Literals are looked up here; a host or local address that is a name on lookup threads, the
-  // IPv6 and IPv4 addresses apart (connect_lookups), each answer posted back to the loop. The
+  // Literals are looked up here; a host or local address that is a name on lookup threads (with
+  // an IPv4-only lookup beside: connect_lookups), each answer posted back to the loop. The
   // connect timeout covers the lookups.
   void start() {
     closes_at_start_ = c_.closes();

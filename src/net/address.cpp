@@ -260,19 +260,6 @@ const std::error_category& gai_category() {
   return c;
 }
 
-}  // namespace
-
-namespace detail {
-
-bool found_no_address(const std::error_code& e) noexcept {
-  return e.category() == gai_category() &&
-         (e.value() == EAI_NONAME || e.value() == EAI_NODATA || e.value() == EAI_ADDRFAMILY);
-}
-
-}  // namespace detail
-
-namespace {
-
 struct addrinfo_deleter {
   void operator()(addrinfo* p) const noexcept { ::freeaddrinfo(p); }
 };

@@ -1,7 +1,7 @@
 // Name lookups off the caller's thread: getaddrinfo has no timeout of its own and may wait seconds
 // on DNS. The blocking connect waits for lookups only until its deadline; the event loops hand
-// lookups over and go on. A connect's IPv6 and IPv4 addresses are looked up apart (RFC 8305,
-// section 3), so that it can start on the first answer.
+// lookups over and go on. Beside a connect's lookup of both families, an IPv4 one runs, so that
+// the connect can start without waiting for a slow IPv6 answer (RFC 8305, section 3).
 #include <pthread.h>
 
 #include <algorithm>
@@ -106,12 +106,14 @@ bool connect_lookups::splits(const connect_query& q) {
   return q.family == address_family::any && is_host_name(q.host) && !is_host_name(q.local_address);
 }
 
+// The lookups: [0] as asked (both families, as before), [1] IPv4 only, beside it.
+
 std::shared_ptr<connect_lookups> connect_lookups::start(const connect_query& q, std::function<void()> answered,
                                                         bool in_caller) {
   auto l = std::make_shared<connect_lookups>();
   const bool split = !in_caller && splits(q);
   if (split)
-    l->answers_ = {answer(address_family::ipv6), answer(address_family::ipv4)};
+    l->answers_ = {answer(q.family), answer(address_family::ipv4)};
   else
     l->answers_ = {answer(q.family)};
   auto here = [&](std::size_t i) {
@@ -138,9 +140,9 @@ std::shared_ptr<connect_lookups> connect_lookups::start(const connect_query& q, 
       look_up_elsewhere(
           std::move(one),
           [l, i](connect_lookup found, std::exception_ptr error) { l->store(i, std::move(found), std::move(error), true); },
-          [l] {
+          [l, i] {
             std::lock_guard lock(l->m_);
-            return !l->abandoned_;
+            return !l->abandoned_ && !(i == 1 && l->ipv4_not_needed());
           });
       l->on_threads_ = true;
     } catch (const std::system_error&) {  // no lookup thread could be started: here, then
@@ -162,7 +164,7 @@ void connect_lookups::store(std::size_t i, connect_lookup found, std::exception_
     if (notify && answered_) {
       // The last answer releases the function, and what it holds (an async connect holds itself
       // there while it waits).
-      if (std::all_of(answers_.begin(), answers_.end(), [](const answer& x) { return x.answered; })) {
+      if (!more_coming()) {
         call = std::move(answered_);
         answered_ = nullptr;
       } else {
@@ -184,18 +186,18 @@ void connect_lookups::abandon() {
 connect_lookups::news connect_lookups::take(clock::time_point now) {
   std::lock_guard lock(m_);
   news n;
-  n.more_coming = std::any_of(answers_.begin(), answers_.end(), [](const answer& a) { return !a.answered; });
+  n.more_coming = more_coming();
   if (!given_any_) {
     const bool any_targets =
         std::any_of(answers_.begin(), answers_.end(), [](const answer& a) { return a.answered && !a.error; });
     if (!any_targets) {
-      if (!n.more_coming) n.failure = failure();
+      if (!n.more_coming) n.failure = answers_[0].error;  // the lookup of both families, as before
       return n;
     }
-    if (answers_.size() == 2) {
-      const auto& v6 = answers_[0];
+    if (answers_.size() == 2) {  // only the IPv4 answer is in: it waits the resolution delay
+      const auto& both = answers_[0];
       const auto& v4 = answers_[1];
-      if (!v6.answered && !v4.error && now < v4.at + resolution_delay) {
+      if (!both.answered && now < v4.at + resolution_delay) {
         n.wait_until = v4.at + resolution_delay;
         return n;
       }
@@ -210,22 +212,6 @@ connect_lookups::news connect_lookups::take(clock::time_point now) {
     n.targets.insert(n.targets.end(), a.found.targets.begin(), a.found.targets.end());
   }
   return n;
-}
-
-std::exception_ptr connect_lookups::failure() const {
-  if (answers_.size() == 1) return answers_[0].error;
-  auto no_address = [](const std::exception_ptr& e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::system_error& x) {
-      return found_no_address(x.code());
-    } catch (...) {
-    }
-    return false;
-  };
-  const auto& v6 = answers_[0].error;
-  const auto& v4 = answers_[1].error;
-  return no_address(v4) && !no_address(v6) ? v6 : v4;
 }
 
 }  // namespace comm::detail

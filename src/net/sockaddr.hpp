@@ -84,10 +84,6 @@ connect_lookup look_up(const connect_query& q);
 bool is_host_name(std::string_view host);
 bool needs_lookup_thread(const connect_query& q);
 
-// A lookup's error that says the name has no address (of the family asked), as opposed to a
-// failure (a DNS server that does not answer, an unknown service).
-bool found_no_address(const std::error_code& e) noexcept;
-
 // look_up on one of a few threads kept for lookups (getaddrinfo has no timeout and may wait seconds
 // on DNS); done(result, error) runs there. A lookup still queued when wanted() says no (its
 // connect has timed out or closed) is dropped without a call to done. Throws std::system_error if
@@ -95,16 +91,20 @@ bool found_no_address(const std::error_code& e) noexcept;
 using looked_up_function = std::function<void(connect_lookup, std::exception_ptr)>;
 void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted = {});
 
-// The lookups of one connect. A host name with both families wanted has its IPv6 and its IPv4
-// addresses looked up apart (RFC 8305, section 3), so that a DNS server slow to answer for one
-// family (AAAA queries dropped) does not hold the connect: it may start on the first answer. Names
-// go to the lookup threads; literals are looked up at once, in start.
+// The lookups of one connect. getaddrinfo for both families asks DNS for both and waits for both
+// answers, so a DNS server that drops AAAA queries holds it for its retries (5 s and more). Beside
+// that lookup, a host name with both families wanted therefore has an IPv4-only one (RFC 8305,
+// section 3): when the IPv4 answer comes first and the other has not come within the resolution
+// delay, the connect starts on it, and the other's addresses join later. Looking the IPv6
+// addresses up apart instead would ask DNS about names that /etc/hosts has for IPv4 only, which
+// the lookup of both families does not. Names go to the lookup threads; literals are looked up at
+// once, in start.
 class connect_lookups {
  public:
-  // How long an IPv4 answer waits for the IPv6 one before the connect starts on it alone.
+  // How long an IPv4 answer waits for the one of both families before the connect starts on it.
   static constexpr std::chrono::milliseconds resolution_delay{50};
-  // Whether the families are looked up apart: both wanted, the host a name, and the local address
-  // not one (it would be looked up twice).
+  // Whether an IPv4 lookup runs beside: both families wanted, the host a name, and the local
+  // address not one (it would be looked up twice).
   static bool splits(const connect_query& q);
   // answered() runs on a lookup thread after each answer (not for those looked up in start).
   // in_caller: look names up in the calling thread, one getaddrinfo for both families (the
@@ -112,15 +112,15 @@ class connect_lookups {
   static std::shared_ptr<connect_lookups> start(const connect_query& q, std::function<void()> answered,
                                                 bool in_caller = false);
   struct news {
-    std::vector<endpoint> targets;     // answered since the last take, IPv6's first
+    std::vector<endpoint> targets;     // answered since the last take, in the resolver's order
     std::optional<local_side> local;   // with the first targets
     bool more_coming = false;          // a lookup has not answered yet
     std::optional<clock::time_point> wait_until;  // no targets yet: the resolution delay's end
-    std::exception_ptr failure;        // every lookup has failed: the IPv4 one's error, unless it
-                                       // only found no address and the IPv6 one failed otherwise
+    std::exception_ptr failure;        // every lookup has failed: the error of the one of both
+                                       // families, as without the IPv4 lookup
   };
   // What has come in. Before the first targets are given out, an IPv4 answer is held back until
-  // the IPv6 one comes or the resolution delay has passed (wait_until).
+  // the answer for both families comes or the resolution delay has passed (wait_until).
   news take(clock::time_point now);
   // The connect has ended: lookups still queued are dropped.
   void abandon();
@@ -137,9 +137,15 @@ class connect_lookups {
     std::exception_ptr error;
   };
   void store(std::size_t i, connect_lookup found, std::exception_ptr error, bool notify);
-  std::exception_ptr failure() const;  // under m_
+  // Under m_: the lookup of both families has found addresses, which include the IPv4 ones, so the
+  // IPv4 lookup is dropped if still queued, and not waited for.
+  bool ipv4_not_needed() const { return answers_[0].answered && !answers_[0].error; }
+  // Under m_: an answer that counts has yet to come.
+  bool more_coming() const {
+    return !answers_[0].answered || (answers_.size() == 2 && !answers_[1].answered && !ipv4_not_needed());
+  }
   std::mutex m_;
-  std::vector<answer> answers_;  // one (the family asked, maybe both) or two (IPv6, IPv4)
+  std::vector<answer> answers_;  // the family asked (maybe both), and with splits() IPv4
   bool given_any_ = false;
   bool abandoned_ = false;
   bool on_threads_ = false;

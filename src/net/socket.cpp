@@ -87,9 +87,9 @@ struct connect_attempt {
 
 }  // namespace
 
-// Happy Eyeballs (RFC 8305). The host's IPv6 and IPv4 addresses are looked up apart (section 3),
-// and the connect starts on the first answer (an IPv4 one after the resolution delay, unless the
-// IPv6 one comes meanwhile); addresses that come later join in. The targets, families alternating,
+// Happy Eyeballs (RFC 8305). Beside the lookup of both families an IPv4-only one runs (section 3),
+// and the connect starts on the first answer (the IPv4 one after the resolution delay, unless the
+// other comes meanwhile); addresses that come later join in. The targets, families alternating,
 // start one after another (sections 4 and 5): the next one when an attempt has failed or the last
 // one has had attempt_delay without an answer. Those started stay in the race, and the first to
 // connect wins. Without attempt_delay, each target has until its answer (or the deadline) before

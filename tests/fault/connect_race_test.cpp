@@ -177,10 +177,11 @@ const race_case race_cases[] = {
     {"OneAtATimeGivesTheStalledOneTheWholeTimeout",
      {{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}},
      std::nullopt, 500ms, "", {"127.0.0.1"}, std::errc::timed_out, "timed out after 500 ms: Connection timed out", 500},
-    // IPv6 first: its answer starts the race, and the IPv4 addresses follow in their order.
-    {"IPv6GoesFirst",
-     {{"127.0.0.1", answer::stalls}, {"127.0.0.3", answer::accepts}, {"::1", answer::stalls}},
-     300ms, 10s, "127.0.0.3", {"::1", "127.0.0.1", "127.0.0.3"}, {}, "", 600},
+    // The families take turns from the first address's on: with two stalled IPv4 addresses first,
+    // the second attempt goes to the IPv6 one, which wins before the third would start.
+    {"FamiliesTakeTurns",
+     {{"127.0.0.1", answer::stalls}, {"127.0.0.3", answer::stalls}, {"::1", answer::accepts}},
+     500ms, 10s, "::1", {"127.0.0.1", "::1"}, {}, "", 500},
     // An attempt that fails while another still races makes way for the next address at once, not
     // after the attempt delay: the connect takes one delay (1 s), not two.
     {"AFailureStartsTheNextAddressAtOnce",
@@ -232,7 +233,7 @@ class ConnectRace : public ::testing::TestWithParam<race_case> {
     std::vector<std::string> addresses;
     for (const auto& a : c.addresses) addresses.push_back(a.first);
     fault::fake_host(host, addresses);
-    fault::ipv6_answers_first(host);
+    fault::both_families_answer_first(host);
   }
   // The outcome against the case's.
   void check(const std::string& peer, const std::string& error, std::error_code code, long long took) {
@@ -402,7 +403,7 @@ TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
   EXPECT_FALSE(lt.call([&] { return called; }));
 }
 
-// ---- IPv6 and IPv4 looked up apart (RFC 8305, section 3), by both connects
+// ---- an IPv4 lookup beside the one of both families (RFC 8305, section 3), by both connects
 
 enum class connect_kind { blocking, async };
 
@@ -448,8 +449,9 @@ class SplitLookup : public ::testing::TestWithParam<connect_kind> {
   const std::string host = "split.test";
 };
 
-// The IPv6 lookup does not answer (AAAA queries dropped): the IPv4 answer waits the resolution
-// delay (50 ms) for it, then the connect goes on without it, long before the IPv6 lookup's 10 s.
+// AAAA queries go unanswered: the lookup of both families waits for them, the IPv4 one does not.
+// Its answer waits the resolution delay (50 ms) for the other, then the connect goes on without
+// it, long before the other's 10 s.
 TEST_P(SplitLookup, AnIPv4AnswerGoesAloneAfterTheResolutionDelay) {
   comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
   const std::uint16_t port = port_of_listener(good);
@@ -461,31 +463,14 @@ TEST_P(SplitLookup, AnIPv4AnswerGoesAloneAfterTheResolutionDelay) {
   EXPECT_EQ(out.peer, "127.0.0.1");
   EXPECT_GE(out.millis, 50);
   EXPECT_LT(out.millis, 5000);
-  EXPECT_EQ(fault::resolutions_of(host, AF_INET6), 0u);
+  EXPECT_EQ(fault::resolutions_of(host, AF_UNSPEC), 0u);
   EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1"}));
   EXPECT_EQ(accepted_from(good), "127.0.0.1");
   fault::release_host(host, AF_INET6);
 }
 
-// The IPv4 lookup does not answer: the IPv6 answer starts the connect at once.
-TEST_P(SplitLookup, AnIPv6AnswerStartsTheConnectAtOnce) {
-  comm::socket_handle good = race_listener("::1", 0, 8);
-  const std::uint16_t port = port_of_listener(good);
-  fault::scope faults;
-  fault::fake_host(host, {"127.0.0.1", "::1"});
-  fault::hold_host(host, AF_INET);
-  const auto out = connect_by(GetParam(), host, port, 250ms, 10s);
-  EXPECT_EQ(out.error, "");
-  EXPECT_EQ(out.peer, "::1");
-  EXPECT_LT(out.millis, 5000);
-  EXPECT_EQ(fault::resolutions_of(host, AF_INET), 0u);
-  EXPECT_EQ(fault::connects_to(port), (strings{"::1"}));
-  EXPECT_EQ(accepted_from(good), "::1");
-  fault::release_host(host, AF_INET);
-}
-
-// The IPv6 answer comes while the race runs on the IPv4 addresses: its address joins and takes
-// the next turn (before the second IPv4 address), and wins.
+// The answer for both families comes while the race runs on the IPv4 addresses: its IPv6 address
+// joins and takes the next turn (before the second IPv4 address), and wins.
 TEST_P(SplitLookup, ALateIPv6AnswerJoinsTheRaceInItsTurn) {
   stalled_address stalled("127.0.0.1", 0);
   const std::uint16_t port = stalled.port();
@@ -508,14 +493,30 @@ TEST_P(SplitLookup, ALateIPv6AnswerJoinsTheRaceInItsTurn) {
   EXPECT_EQ(accepted_from(good), "::1");
 }
 
-// Both lookups find nothing: the error is the lookup's, as with one lookup for both families.
+// Neither lookup finds the name: the error is the lookup's, as with one lookup.
 TEST_P(SplitLookup, NoAddressInEitherFamilyIsTheLookupError) {
-  // A fake host whose addresses are all of a family the connect cannot use would still answer;
-  // a name under .invalid (RFC 6761) is never found.
   fault::scope faults;
-  const auto out = connect_by(GetParam(), "nothing.invalid", 9, 250ms, 10s);
+  fault::fake_host("nothing.test", {});
+  const auto out = connect_by(GetParam(), "nothing.test", 9, 250ms, 10s);
   EXPECT_EQ(out.peer, "");
-  EXPECT_EQ(out.error.rfind("resolve nothing.invalid:9: ", 0), 0u) << out.error;
+  EXPECT_EQ(out.error, "resolve nothing.test:9: Name or service not known");
+  EXPECT_EQ(fault::lookups_of("nothing.test", AF_UNSPEC), 1u);
+  EXPECT_EQ(fault::lookups_of("nothing.test", AF_INET), 1u);  // the error waits for both
+}
+
+// A name is never looked up for IPv6 alone: /etc/hosts may have it for IPv4 only, and that lookup
+// would then go to DNS (on a host whose DNS server does not answer, holding a lookup thread for
+// seconds each time). The real resolver answers "localhost" here.
+TEST_P(SplitLookup, ANameIsNeverLookedUpForIPv6Alone) {
+  comm::socket_handle v4 = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(v4);
+  comm::socket_handle v6 = race_listener("::1", port, 8);  // "localhost" may be either
+  fault::scope faults;
+  const auto out = connect_by(GetParam(), "localhost", port, 250ms, 10s);
+  EXPECT_EQ(out.error, "");
+  EXPECT_TRUE(out.peer == "127.0.0.1" || out.peer == "::1") << out.peer;
+  EXPECT_EQ(fault::lookups_of("localhost", AF_INET6), 0u);
+  EXPECT_EQ(fault::lookups_of("localhost", AF_UNSPEC), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(HappyEyeballs, SplitLookup, ::testing::Values(connect_kind::blocking, connect_kind::async),
@@ -601,8 +602,7 @@ TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
                                          ": timed out after 200 ms resolving the name: Connection timed out");
   }
   for (const auto& name : busy) fault::release_host(name);
-  // Queued after queued.test's lookups (one per family): once one has been answered, those have
-  // left the queue.
+  // Queued after queued.test's two lookups: once one has been answered, those have left the queue.
   fault::fake_host("after.test", {"127.0.0.1"});
   comm::socket_stream s = comm::open_tcp_stream("after.test", std::to_string(port), {.timeout = 5s});
   EXPECT_GE(fault::lookups_of("after.test"), 1u);
@@ -651,7 +651,7 @@ TEST_F(AsyncSlowLookup, TheLoopGoesOnWhileTheLookupWaits) {
   EXPECT_EQ(r.error, "");
   EXPECT_EQ(r.peer, "127.0.0.1");
   EXPECT_EQ(accepted_from(good), "127.0.0.1");
-  EXPECT_EQ(fault::resolutions_of(host, AF_INET), 1u);
+  EXPECT_GE(fault::resolutions_of(host), 1u);
 }
 
 // A local address given as a name is looked up off the loop as well.
@@ -680,8 +680,8 @@ TEST_F(AsyncSlowLookup, ClosingTheCollectionDuringTheLookupRunsNoCallback) {
     return 0;
   });
   fault::release_host(host);
-  for (int turn = 0; turn < 1000 && fault::resolutions_of(host) < 2; ++turn) lt.call([] { return 0; });
-  EXPECT_EQ(fault::resolutions_of(host), 2u);  // its IPv6 and IPv4 lookups
+  for (int turn = 0; turn < 1000 && fault::resolutions_of(host) == 0; ++turn) lt.call([] { return 0; });
+  EXPECT_GE(fault::resolutions_of(host), 1u);
   EXPECT_EQ(accepted_from(good, 1000ms), "");  // nothing connects
   EXPECT_FALSE(r.w.wait([&] { return r.done; }, 0ms));
 }

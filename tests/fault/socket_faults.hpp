@@ -69,19 +69,19 @@ counters totals();
 std::uint64_t reads_of(int fd);
 
 // Name resolution: getaddrinfo(name) answers with these numeric addresses in this order (those of
-// the family asked for), until clear(); every other name goes to the resolver. For a host with
+// the family asked for; none: EAI_NONAME), until clear(); every other name goes to the resolver. For a host with
 // addresses of the test's choice (Happy Eyeballs).
 void fake_host(const std::string& name, std::vector<std::string> addresses);
 // getaddrinfo for a fake host waits, from hold_host until release_host (or 10 s at most): a slow
 // DNS answer. With a family (AF_INET6, AF_INET), only the lookups that ask for that family wait
 // (AAAA queries that a DNS server is slow to answer), and those that ask for both; AF_UNSPEC
-// holds them all. lookups_of(name) counts the lookups of a fake host that have begun,
-// resolutions_of those that have returned; with a family, those that asked for it.
+// holds them all. lookups_of(name) counts the lookups of a name that have begun (any name),
+// resolutions_of those of a fake host that have returned; with a family, those that asked for it.
 void hold_host(const std::string& name, int family = 0);
 void release_host(const std::string& name, int family = 0);
-// An IPv4 lookup of name waits (10 s at most) until an IPv6 one has returned: the order in which
-// a connect that looks both up gets the answers, made fixed.
-void ipv6_answers_first(const std::string& name);
+// An IPv4-only lookup of name waits (10 s at most) until one for both families has returned: the
+// order in which a connect that runs both gets the answers, made fixed.
+void both_families_answer_first(const std::string& name);
 std::uint64_t lookups_of(const std::string& name, int family = -1);
 std::uint64_t resolutions_of(const std::string& name, int family = -1);
 // The addresses that connect() was called with for `port` since clear(), in order ("127.0.0.1",

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <map>
+#include <optional>
 #include <set>
 #include <mutex>
 #include <random>
@@ -83,7 +84,7 @@ struct registry {
   bool calm_writes = false;
   std::map<std::string, std::vector<std::string>> hosts;       // fake_host
   std::set<std::pair<std::string, int>> held;                   // hold_host: (name, family)
-  std::set<std::string> ipv6_first;                              // ipv6_answers_first
+  std::set<std::string> both_first;                              // both_families_answer_first
   std::map<std::pair<std::string, int>, std::uint64_t> lookups;      // lookups_of: (name, family asked)
   std::map<std::pair<std::string, int>, std::uint64_t> resolutions;  // resolutions_of
   std::condition_variable released;
@@ -190,7 +191,7 @@ void clear() {
   r.hosts.clear();
   r.connects.clear();
   r.held.clear();
-  r.ipv6_first.clear();
+  r.both_first.clear();
   r.lookups.clear();
   r.resolutions.clear();
   r.released.notify_all();
@@ -202,10 +203,10 @@ void hold_host(const std::string& name, int family) {
   r.held.insert({name, family});
 }
 
-void ipv6_answers_first(const std::string& name) {
+void both_families_answer_first(const std::string& name) {
   auto& r = reg();
   std::lock_guard lock(r.m);
-  r.ipv6_first.insert(name);
+  r.both_first.insert(name);
 }
 
 void release_host(const std::string& name, int family) {
@@ -405,25 +406,23 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
 // apply as they would), chained in the given order. glibc's freeaddrinfo frees node by node, so the
 // chain goes back to it like any answer.
 int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
-  std::vector<std::string> fake;
+  std::optional<std::vector<std::string>> fake;
   auto& r = reg();
   const int family = hints != nullptr ? hints->ai_family : AF_UNSPEC;
   if (node != nullptr) {
     std::unique_lock lock(r.m);
     auto it = r.hosts.find(node);
-    if (it != r.hosts.end()) {
-      fake = it->second;
-      ++r.lookups[{node, family}];
-    }
+    if (it != r.hosts.end()) fake = it->second;
+    ++r.lookups[{node, family}];
     // A lookup of both families waits for either (glibc asks for both and waits for both).
     r.released.wait_for(lock, std::chrono::seconds(10), [&] {
       return r.held.count({node, AF_UNSPEC}) == 0 && r.held.count({node, family}) == 0 &&
              (family != AF_UNSPEC || (r.held.count({node, AF_INET}) == 0 && r.held.count({node, AF_INET6}) == 0));
     });
-    if (family == AF_INET && r.ipv6_first.count(node) != 0)
-      r.released.wait_for(lock, std::chrono::seconds(10), [&] { return r.resolutions[{node, AF_INET6}] > 0; });
+    if (family == AF_INET && r.both_first.count(node) != 0)
+      r.released.wait_for(lock, std::chrono::seconds(10), [&] { return r.resolutions[{node, AF_UNSPEC}] > 0; });
   }
-  if (fake.empty()) return next().getaddrinfo(node, service, hints, res);
+  if (!fake) return next().getaddrinfo(node, service, hints, res);
   struct counted {  // counts the lookup once it returns
     registry& r;
     std::string name;
@@ -438,7 +437,7 @@ int getaddrinfo(const char* node, const char* service, const addrinfo* hints, ad
   h.ai_flags = (h.ai_flags | AI_NUMERICHOST) & ~AI_CANONNAME;
   addrinfo* head = nullptr;
   addrinfo** tail = &head;
-  for (const auto& a : fake) {
+  for (const auto& a : *fake) {
     addrinfo* one = nullptr;
     int rc = next().getaddrinfo(a.c_str(), service, &h, &one);
     if (rc == EAI_ADDRFAMILY || rc == EAI_NONAME || rc == EAI_FAMILY) continue;  // not of the family asked
