@@ -13,10 +13,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +45,11 @@ using namespace std::chrono_literals;
 using race_clock = std::chrono::steady_clock;
 using strings = std::vector<std::string>;
 
+// The port asked for is taken on that address (by a test in another process).
+struct port_taken : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 comm::socket_handle race_listener(const std::string& address, std::uint16_t port, int backlog) {
   const bool v6 = address.find(':') != std::string::npos;
   comm::socket_handle s(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -64,9 +71,12 @@ comm::socket_handle race_listener(const std::string& address, std::uint16_t port
     ::inet_pton(AF_INET, address.c_str(), &a->sin_addr);
     len = sizeof *a;
   }
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(s.get(), backlog) != 0)
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(s.get(), backlog) != 0) {
+    if (errno == EADDRINUSE)
+      throw port_taken("race_listener: " + address + ":" + std::to_string(port) + " is taken");
     throw std::runtime_error("race_listener: bind or listen on " + address + ":" + std::to_string(port) + ": " +
                              std::strerror(errno));
+  }
   return s;
 }
 
@@ -105,6 +115,13 @@ std::string accepted_from(const comm::socket_handle& listener, std::chrono::mill
 std::string peer_of(int fd) {
   auto ep = comm::get_socket_peer_address(fd);
   return ep ? ep->address.to_string() : "";
+}
+
+// A fake host name for the running test alone ("slow-TestName-Param.test").
+std::string test_host_name(const std::string& prefix) {
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::replace(name.begin(), name.end(), '/', '-');
+  return prefix + "-" + name + ".test";
 }
 
 long long millis_since(race_clock::time_point t0) {
@@ -198,6 +215,8 @@ const race_case race_cases[] = {
      250ms, 5s, "", {"127.0.0.1", "127.0.0.2"}, std::errc::connection_refused, "Connection refused"},
 };
 
+using address_answers = std::vector<std::pair<std::string, answer>>;
+
 // The listeners of a case, all on one port: stalled ones, accepting ones, and none where the
 // address refuses.
 struct race_setup {
@@ -205,8 +224,31 @@ struct race_setup {
   std::vector<stalled_address> stalled;
   std::vector<std::pair<std::string, comm::socket_handle>> accepting;
 
-  explicit race_setup(const race_case& c) {
-    for (const auto& [address, a] : c.addresses) {
+  // Opens them on a port that every address has free: another process's test may hold the one
+  // that the first address got on another address.
+  static race_setup open(const address_answers& addresses) {
+    for (int attempt = 1;; ++attempt) {
+      try {
+        return race_setup(addresses);
+      } catch (const port_taken&) {
+        if (attempt == 50) throw;
+      }
+    }
+  }
+  comm::socket_handle& listener_of(const std::string& address) {
+    for (auto& [a, listener] : accepting)
+      if (a == address) return listener;
+    throw std::logic_error("no listener on " + address);
+  }
+  std::string accepted_by_winner(const race_case& c) {
+    for (auto& [address, listener] : accepting)
+      if (address == c.peer) return accepted_from(listener);
+    return "";
+  }
+
+ private:
+  explicit race_setup(const address_answers& addresses) {
+    for (const auto& [address, a] : addresses) {
       if (a == answer::stalls) {
         stalled.emplace_back(address, port);
         port = stalled.back().port();
@@ -219,11 +261,6 @@ struct race_setup {
       comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
       port = port_of_listener(probe);
     }
-  }
-  std::string accepted_by_winner(const race_case& c) {
-    for (auto& [address, listener] : accepting)
-      if (address == c.peer) return accepted_from(listener);
-    return "";
   }
 };
 
@@ -249,7 +286,7 @@ class ConnectRace : public ::testing::TestWithParam<race_case> {
     EXPECT_LT(took, c.below_ms);
   }
   const race_case& c = GetParam();
-  race_setup setup{c};
+  race_setup setup = race_setup::open(c.addresses);
   fault::scope faults;  // after the listeners, before the fake host (it clears on construction)
   const std::string host = std::string("race-") + c.name + ".test";
 };
@@ -293,9 +330,9 @@ INSTANTIATE_TEST_SUITE_P(HappyEyeballs, ConnectRace, ::testing::ValuesIn(race_ca
 
 // open_tcp_stream passes the option on.
 TEST(HappyEyeballs, OpenTcpStreamRacesToo) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  auto setup = race_setup::open({{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}});
+  const std::uint16_t port = setup.port;
+  comm::socket_handle& good = setup.listener_of("127.0.0.2");
   fault::scope faults;
   fault::fake_host("first-stalls.test", {"127.0.0.1", "127.0.0.2"});
   comm::socket_stream s =
@@ -306,15 +343,27 @@ TEST(HappyEyeballs, OpenTcpStreamRacesToo) {
 
 // A chosen local port serves every attempt of the race: both are bound to it at once (each with
 // SO_REUSEADDR, which Linux allows while neither listens), and the winner keeps it.
+//
+// The port is below the ephemeral range (32768 and up), where no socket of another test lands by
+// itself, and one that a socket with SO_REUSEADDR can bind now.
 std::uint16_t free_port() {
-  comm::socket_handle probe = race_listener("127.0.0.1", 0, 1);
-  return port_of_listener(probe);
+  for (int i = 0; i < 100; ++i) {
+    const auto port = static_cast<std::uint16_t>(20000 + (::getpid() * 7 + i * 101) % 10000);
+    comm::socket_handle probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int one = 1;
+    ::setsockopt(probe.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    if (::bind(probe.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return port;
+  }
+  throw std::runtime_error("free_port: none found");
 }
 
 TEST(HappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  auto setup = race_setup::open({{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}});
+  const std::uint16_t port = setup.port;
+  comm::socket_handle& good = setup.listener_of("127.0.0.2");
   const std::uint16_t local = free_port();
   fault::scope faults;
   fault::fake_host("local-port.test", {"127.0.0.1", "127.0.0.2"});
@@ -330,9 +379,9 @@ TEST(HappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
 }
 
 TEST(AsyncHappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  comm::socket_handle good = race_listener("127.0.0.2", port, 8);
+  auto setup = race_setup::open({{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}});
+  const std::uint16_t port = setup.port;
+  comm::socket_handle& good = setup.listener_of("127.0.0.2");
   const std::uint16_t local = free_port();
   fault::scope faults;
   fault::fake_host("local-port.test", {"127.0.0.1", "127.0.0.2"});
@@ -375,9 +424,8 @@ TEST(AsyncHappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
 
 // Closing the collection in the middle of a race closes every attempt, and no callback runs.
 TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  stalled_address stalled2("127.0.0.2", port);
+  auto setup = race_setup::open({{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::stalls}});
+  const std::uint16_t port = setup.port;
   fault::scope faults;
   fault::fake_host("all-stall.test", {"127.0.0.1", "127.0.0.2"});
   async_test::loop_thread lt("race");
@@ -446,7 +494,9 @@ connect_outcome connect_by(connect_kind kind, const std::string& host, std::uint
 // fill a stalled address's queue).
 class SplitLookup : public ::testing::TestWithParam<connect_kind> {
  protected:
-  const std::string host = "split.test";
+  // A name of its own: a lookup that a test left waiting, ended when the next test clears the
+  // faults, must not count as that one's.
+  const std::string host = test_host_name("split");
 };
 
 // AAAA queries go unanswered: the lookup of both families waits for them, the IPv4 one does not.
@@ -472,10 +522,10 @@ TEST_P(SplitLookup, AnIPv4AnswerGoesAloneAfterTheResolutionDelay) {
 // The answer for both families comes while the race runs on the IPv4 addresses: its IPv6 address
 // joins and takes the next turn (before the second IPv4 address), and wins.
 TEST_P(SplitLookup, ALateIPv6AnswerJoinsTheRaceInItsTurn) {
-  stalled_address stalled("127.0.0.1", 0);
-  const std::uint16_t port = stalled.port();
-  stalled_address stalled2("127.0.0.3", port);
-  comm::socket_handle good = race_listener("::1", port, 8);
+  auto setup = race_setup::open(
+      {{"127.0.0.1", answer::stalls}, {"127.0.0.3", answer::stalls}, {"::1", answer::accepts}});
+  const std::uint16_t port = setup.port;
+  comm::socket_handle& good = setup.listener_of("::1");
   fault::scope faults;
   fault::fake_host(host, {"127.0.0.1", "127.0.0.3", "::1"});
   fault::hold_host(host, AF_INET6);
@@ -508,9 +558,9 @@ TEST_P(SplitLookup, NoAddressInEitherFamilyIsTheLookupError) {
 // would then go to DNS (on a host whose DNS server does not answer, holding a lookup thread for
 // seconds each time). The real resolver answers "localhost" here.
 TEST_P(SplitLookup, ANameIsNeverLookedUpForIPv6Alone) {
-  comm::socket_handle v4 = race_listener("127.0.0.1", 0, 8);
-  const std::uint16_t port = port_of_listener(v4);
-  comm::socket_handle v6 = race_listener("::1", port, 8);  // "localhost" may be either
+  // "localhost" may be either.
+  auto setup = race_setup::open({{"127.0.0.1", answer::accepts}, {"::1", answer::accepts}});
+  const std::uint16_t port = setup.port;
   fault::scope faults;
   const auto out = connect_by(GetParam(), "localhost", port, 250ms, 10s);
   EXPECT_EQ(out.error, "");
@@ -538,7 +588,9 @@ class SlowLookup : public ::testing::Test {
   comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
   const std::uint16_t port = port_of_listener(good);
   fault::scope faults;  // after the listener, before the fake host (it clears on construction)
-  const std::string host = "slow.test";
+  // A name of its own: a lookup that an earlier test left waiting (ended when that test cleared the
+  // faults) must not be held again by this one.
+  const std::string host = test_host_name("slow");
 };
 
 // The same for the asynchronous connect, with a loop and the connect's outcome.
@@ -591,7 +643,9 @@ TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
       if (fault::lookups_of(name) == 0) return false;
     return true;
   };
-  for (int turn = 0; turn < 1000 && !all_busy(); ++turn) lt.call([] { return 0; });
+  // Bounded: a lookup thread may still be ending a lookup of an earlier test in this process.
+  const auto until = race_clock::now() + 5s;
+  while (!all_busy() && race_clock::now() < until) lt.call([] { return 0; });
   ASSERT_TRUE(all_busy());  // every lookup thread waits on one of them
   fault::fake_host("queued.test", {"127.0.0.1"});
   try {

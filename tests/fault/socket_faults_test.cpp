@@ -420,7 +420,9 @@ int getaddrinfo(const char* node, const char* service, const addrinfo* hints, ad
              (family != AF_UNSPEC || (r.held.count({node, AF_INET}) == 0 && r.held.count({node, AF_INET6}) == 0));
     });
     if (family == AF_INET && r.both_first.count(node) != 0)
-      r.released.wait_for(lock, std::chrono::seconds(10), [&] { return r.resolutions[{node, AF_UNSPEC}] > 0; });
+      r.released.wait_for(lock, std::chrono::seconds(10), [&] {
+        return r.both_first.count(node) == 0 || r.resolutions[{node, AF_UNSPEC}] > 0;  // or cleared
+      });
   }
   if (!fake) return next().getaddrinfo(node, service, hints, res);
   struct counted {  // counts the lookup once it returns
