@@ -136,6 +136,7 @@ struct race_result {
   std::string error;
   std::error_code code;
   long long millis = 0;
+  std::uint16_t local_port = 0;  // the winner's
 };
 
 void async_race(async_test::loop_thread& lt, const std::string& host, std::uint16_t port,
@@ -147,9 +148,11 @@ void async_race(async_test::loop_thread& lt, const std::string& host, std::uint1
         [&r, t0](comm::async_io_state* s, std::exception_ptr e) {
           std::string peer, error;
           std::error_code code;
+          std::uint16_t local_port = 0;
           if (s != nullptr) {
             auto ep = s->peer_address();
             peer = ep ? ep->address.to_string() : "?";
+            local_port = comm::get_socket_address(s->native_handle())->port;
             comm::close_async_io_state(*s);
           }
           try {
@@ -159,7 +162,9 @@ void async_race(async_test::loop_thread& lt, const std::string& host, std::uint1
             code = x.code();
           }
           const auto ms = millis_since(t0);
-          r.w.notify([&] { r.done = true, r.peer = peer, r.error = error, r.code = code, r.millis = ms; });
+          r.w.notify([&] {
+            r.done = true, r.peer = peer, r.error = error, r.code = code, r.millis = ms, r.local_port = local_port;
+          });
         },
         std::move(o));
     return 0;
@@ -341,11 +346,8 @@ TEST(HappyEyeballs, OpenTcpStreamRacesToo) {
   EXPECT_EQ(accepted_from(good), "127.0.0.2");
 }
 
-// A chosen local port serves every attempt of the race: both are bound to it at once (each with
-// SO_REUSEADDR, which Linux allows while neither listens), and the winner keeps it.
-//
-// The port is below the ephemeral range (32768 and up), where no socket of another test lands by
-// itself, and one that a socket with SO_REUSEADDR can bind now.
+// A port to choose as a connect's local port: below the ephemeral range (32768 and up), where no
+// socket of another test lands by itself, and one that a socket with SO_REUSEADDR can bind now.
 std::uint16_t free_port() {
   for (int i = 0; i < 100; ++i) {
     const auto port = static_cast<std::uint16_t>(20000 + (::getpid() * 7 + i * 101) % 10000);
@@ -358,68 +360,6 @@ std::uint16_t free_port() {
     if (::bind(probe.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return port;
   }
   throw std::runtime_error("free_port: none found");
-}
-
-TEST(HappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
-  auto setup = race_setup::open({{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}});
-  const std::uint16_t port = setup.port;
-  comm::socket_handle& good = setup.listener_of("127.0.0.2");
-  const std::uint16_t local = free_port();
-  fault::scope faults;
-  fault::fake_host("local-port.test", {"127.0.0.1", "127.0.0.2"});
-  comm::connect_options o;
-  o.timeout = 10s;
-  o.attempt_delay = 100ms;
-  o.local_port = std::to_string(local);
-  comm::socket_handle s = comm::connect_to_tcp_server("local-port.test", std::to_string(port), o);
-  EXPECT_EQ(peer_of(s.get()), "127.0.0.2");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
-  EXPECT_EQ(comm::get_socket_address(s.get())->port, local);
-  EXPECT_EQ(accepted_from(good), "127.0.0.2");
-}
-
-TEST(AsyncHappyEyeballs, RacingAttemptsShareAChosenLocalPort) {
-  auto setup = race_setup::open({{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}});
-  const std::uint16_t port = setup.port;
-  comm::socket_handle& good = setup.listener_of("127.0.0.2");
-  const std::uint16_t local = free_port();
-  fault::scope faults;
-  fault::fake_host("local-port.test", {"127.0.0.1", "127.0.0.2"});
-  async_test::loop_thread lt("race");
-  async_test::waiter w;
-  std::optional<std::string> peer, error;
-  std::uint16_t bound = 0;
-  lt.call([&] {
-    comm::async_connect_options o;
-    o.connect_timeout = 10s;
-    o.attempt_delay = 100ms;
-    o.local_port = std::to_string(local);
-    comm::create_async_io_state_and_connected_tcp_socket(
-        *lt, "local-port.test", std::to_string(port),
-        [&](comm::async_io_state* st, std::exception_ptr e) {
-          std::string p, what;
-          std::uint16_t b = 0;
-          if (st != nullptr) {
-            p = peer_of(st->native_handle());
-            b = comm::get_socket_address(st->native_handle())->port;
-            comm::close_async_io_state(*st);
-          }
-          try {
-            if (e) std::rethrow_exception(e);
-          } catch (const std::exception& x) {
-            what = x.what();
-          }
-          w.notify([&] { peer = p, error = what, bound = b; });
-        },
-        o);
-    return 0;
-  });
-  ASSERT_TRUE(w.wait([&] { return peer.has_value(); }, 15s));
-  EXPECT_EQ(*error, "");
-  EXPECT_EQ(*peer, "127.0.0.2");
-  EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1", "127.0.0.2"}));
-  EXPECT_EQ(bound, local);
-  EXPECT_EQ(accepted_from(good), "127.0.0.2");
 }
 
 // Closing the collection in the middle of a race closes every attempt, and no callback runs.
@@ -460,11 +400,13 @@ std::ostream& operator<<(std::ostream& os, connect_kind k) { return os << (k == 
 struct connect_outcome {
   std::string peer, error;
   long long millis = 0;
+  std::uint16_t local_port = 0;  // the winner's
 };
 
 // One connect of the kind asked for, waited for to its end.
 connect_outcome connect_by(connect_kind kind, const std::string& host, std::uint16_t port,
-                           std::chrono::milliseconds attempt_delay, std::chrono::milliseconds timeout) {
+                           std::chrono::milliseconds attempt_delay, std::chrono::milliseconds timeout,
+                           const std::string& local_port = "") {
   connect_outcome out;
   if (kind == connect_kind::blocking) {
     const auto t0 = race_clock::now();
@@ -472,8 +414,10 @@ connect_outcome connect_by(connect_kind kind, const std::string& host, std::uint
       comm::connect_options o;
       o.timeout = timeout;
       o.attempt_delay = attempt_delay;
+      o.local_port = local_port;
       comm::socket_handle s = comm::connect_to_tcp_server(host, std::to_string(port), o);
       out.peer = peer_of(s.get());
+      out.local_port = comm::get_socket_address(s.get())->port;
     } catch (const std::exception& e) {
       out.error = e.what();
     }
@@ -485,9 +429,10 @@ connect_outcome connect_by(connect_kind kind, const std::string& host, std::uint
   comm::async_connect_options o;
   o.connect_timeout = timeout;
   o.attempt_delay = attempt_delay;
+  o.local_port = local_port;
   async_race(lt, host, port, o, r);
-  if (!r.w.wait([&] { return r.done; }, 15s)) return {"", "no callback", 0};
-  return {r.peer, r.error, r.millis};
+  if (!r.w.wait([&] { return r.done; }, 15s)) return {"", "no callback", 0, 0};
+  return {r.peer, r.error, r.millis, r.local_port};
 }
 
 // Each test opens its listeners first, then its fault::scope (which forgets the connects that
@@ -570,6 +515,27 @@ TEST_P(SplitLookup, ANameIsNeverLookedUpForIPv6Alone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HappyEyeballs, SplitLookup, ::testing::Values(connect_kind::blocking, connect_kind::async),
+                         [](const auto& info) { return info.param == connect_kind::async ? "Async" : "Blocking"; });
+
+// A chosen local port serves every attempt of the race: both are bound to it at once (each with
+// SO_REUSEADDR, which Linux allows while neither listens), and the winner keeps it.
+class ChosenLocalPort : public ::testing::TestWithParam<connect_kind> {};
+
+TEST_P(ChosenLocalPort, RacingAttemptsShareIt) {
+  auto setup = race_setup::open({{"127.0.0.1", answer::stalls}, {"127.0.0.2", answer::accepts}});
+  const std::uint16_t local = free_port();
+  fault::scope faults;
+  const std::string host = test_host_name("local-port");
+  fault::fake_host(host, {"127.0.0.1", "127.0.0.2"});
+  const auto out = connect_by(GetParam(), host, setup.port, 100ms, 10s, std::to_string(local));
+  EXPECT_EQ(out.error, "");
+  EXPECT_EQ(out.peer, "127.0.0.2");
+  EXPECT_EQ(fault::connects_to(setup.port), (strings{"127.0.0.1", "127.0.0.2"}));
+  EXPECT_EQ(out.local_port, local);
+  EXPECT_EQ(accepted_from(setup.listener_of("127.0.0.2")), "127.0.0.2");
+}
+
+INSTANTIATE_TEST_SUITE_P(HappyEyeballs, ChosenLocalPort, ::testing::Values(connect_kind::blocking, connect_kind::async),
                          [](const auto& info) { return info.param == connect_kind::async ? "Async" : "Blocking"; });
 
 // ---- name lookups that wait
