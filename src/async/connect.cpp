@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <atomic>
 
 #include "async/state.hpp"
 #include "net/sockaddr.hpp"
@@ -74,7 +73,7 @@ class connector final : public std::enable_shared_from_this<connector> {
 
   // Takes the lookups' answers: the first targets start the race, later ones join it.
   void answers_in() {
-    if (done_) return;  // timed out
+    if (done_) return;  // timed out, or connected on an earlier answer
     if (c_.closes() != closes_at_start_) {  // closed meanwhile: lookups still queued are dropped
       lookups_->abandon();
       return;
@@ -85,7 +84,7 @@ class connector final : public std::enable_shared_from_this<connector> {
       return;
     }
     more_coming_ = news.more_coming;
-    if (news.wait_until) {  // an IPv4 answer waits a little for the IPv6 one
+    if (news.wait_until) {  // an IPv4 answer waits a little for the one of both families
       c_.cancel_timer(resolution_timer_);
       resolution_timer_ = c_.add_timer(*news.wait_until, [self = shared_from_this()] {
         self->resolution_timer_ = self->c_.no_timer();
@@ -337,9 +336,7 @@ class connector final : public std::enable_shared_from_this<connector> {
   timer_token resolution_timer_;
   int last_errno_ = 0;
   std::string last_cause_;  // beyond the errno's own text
-  // The connect has ended (connected, failed or closed). Atomic: a lookup thread reads it to skip
-  // a lookup that is no longer wanted.
-  std::atomic<bool> done_{false};
+  bool done_ = false;  // the connect has ended (connected, failed or closed)
   std::uint64_t closes_at_start_ = 0;
 };
 

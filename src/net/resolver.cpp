@@ -9,6 +9,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "net/sockaddr.hpp"
 
@@ -84,18 +85,25 @@ bool is_host_name(std::string_view host) {
 
 bool needs_lookup_thread(const connect_query& q) { return is_host_name(q.host) || is_host_name(q.local_address); }
 
+namespace {
+
+// look_up, with its error handed back rather than thrown.
+std::pair<connect_lookup, std::exception_ptr> look_up_kept(const connect_query& q) {
+  try {
+    return {look_up(q), nullptr};
+  } catch (...) {
+    return {connect_lookup{}, std::current_exception()};
+  }
+}
+
+}  // namespace
+
 void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted) {
   resolver_pool::instance().submit([q = std::move(q), done = std::move(done), wanted = std::move(wanted)] {
     // Lookups that waited behind slow ones (a DNS server that does not answer) may no longer be
     // wanted; running them anyway would keep the queue long after the server is back.
     if (wanted && !wanted()) return;
-    connect_lookup found;
-    std::exception_ptr error;
-    try {
-      found = look_up(q);
-    } catch (...) {
-      error = std::current_exception();
-    }
+    auto [found, error] = look_up_kept(q);
     done(std::move(found), std::move(error));
   });
 }
@@ -107,7 +115,6 @@ bool connect_lookups::splits(const connect_query& q) {
 }
 
 // The lookups: [0] as asked (both families, as before), [1] IPv4 only, beside it.
-
 std::shared_ptr<connect_lookups> connect_lookups::start(const connect_query& q, std::function<void()> answered,
                                                         bool in_caller) {
   auto l = std::make_shared<connect_lookups>();
@@ -119,13 +126,7 @@ std::shared_ptr<connect_lookups> connect_lookups::start(const connect_query& q, 
   auto here = [&](std::size_t i) {
     connect_query one = q;
     one.family = l->answers_[i].family;
-    connect_lookup found;
-    std::exception_ptr error;
-    try {
-      found = look_up(one);
-    } catch (...) {
-      error = std::current_exception();
-    }
+    auto [found, error] = look_up_kept(one);
     l->store(i, std::move(found), std::move(error), false);
   };
   if (in_caller || !needs_lookup_thread(q)) {
