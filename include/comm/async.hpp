@@ -266,9 +266,10 @@ std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, di
 // Connecting. A host name is resolved on lookup threads shared by every collection (getaddrinfo
 // may wait seconds on DNS), with an IPv4-only lookup beside as connect_options says, so the loop
 // goes on meanwhile; a numeric address is used at once. The connects are non-blocking, the
-// addresses racing as attempt_delay says; connect_timeout covers the resolution and the connects. Then (with ssl_ctx) the TLS handshake runs on the loop. The callback
-// runs from the loop with the open state and no error, or with nullptr and the error
-// (socket_connect_error, socket_create_error, or an ssl_condition).
+// addresses racing as attempt_delay says; connect_timeout covers the resolution and the connects.
+// Then (with ssl_ctx) the TLS handshake runs on the loop. The callback runs from the loop with the
+// open state and no error, or with nullptr and the error (socket_connect_error,
+// socket_create_error, or an ssl_condition).
 struct async_connect_options {
   std::optional<milliseconds> connect_timeout;
   std::optional<milliseconds> attempt_delay = milliseconds(250);  // as connect_options (Happy Eyeballs)

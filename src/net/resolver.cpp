@@ -96,17 +96,20 @@ std::pair<connect_lookup, std::exception_ptr> look_up_kept(const connect_query& 
   }
 }
 
-}  // namespace
-
-void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted) {
+// look_up on one of the lookup threads; done(result, error) runs there. A lookup still queued when
+// wanted() says no (its connect has ended, or no longer needs it) is dropped without a call to
+// done: with a DNS server that does not answer, running every abandoned lookup would keep the
+// queue long after the server is back. Throws std::system_error if no thread could be started.
+void look_up_elsewhere(connect_query q, std::function<void(connect_lookup, std::exception_ptr)> done,
+                       std::function<bool()> wanted) {
   resolver_pool::instance().submit([q = std::move(q), done = std::move(done), wanted = std::move(wanted)] {
-    // Lookups that waited behind slow ones (a DNS server that does not answer) may no longer be
-    // wanted; running them anyway would keep the queue long after the server is back.
-    if (wanted && !wanted()) return;
+    if (!wanted()) return;
     auto [found, error] = look_up_kept(q);
     done(std::move(found), std::move(error));
   });
 }
+
+}  // namespace
 
 // ---- the lookups of one connect
 

@@ -84,13 +84,6 @@ connect_lookup look_up(const connect_query& q);
 bool is_host_name(std::string_view host);
 bool needs_lookup_thread(const connect_query& q);
 
-// look_up on one of a few threads kept for lookups (getaddrinfo has no timeout and may wait seconds
-// on DNS); done(result, error) runs there. A lookup still queued when wanted() says no (its
-// connect has timed out or closed) is dropped without a call to done. Throws std::system_error if
-// no thread could be started.
-using looked_up_function = std::function<void(connect_lookup, std::exception_ptr)>;
-void look_up_elsewhere(connect_query q, looked_up_function done, std::function<bool()> wanted = {});
-
 // The lookups of one connect. getaddrinfo for both families asks DNS for both and waits for both
 // answers, so a DNS server that drops AAAA queries holds it for its retries (5 s and more). Beside
 // that lookup, a host name with both families wanted therefore has an IPv4-only one (RFC 8305,

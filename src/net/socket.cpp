@@ -118,9 +118,12 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
       if (fd < 0) return;
       [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
     }
-    ~lookup_wake() {
+    void close() noexcept {
+      std::lock_guard lock(m);
       if (fd >= 0) ::close(fd);
+      fd = -1;
     }
+    ~lookup_wake() { close(); }
   };
   std::shared_ptr<lookup_wake> wake;
   std::function<void()> answered;
@@ -139,10 +142,7 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
     lookup_wake* w;
     ~at_exit() {
       l.abandon();
-      if (w == nullptr) return;
-      std::lock_guard lock(w->m);
-      ::close(w->fd);
-      w->fd = -1;
+      if (w != nullptr) w->close();
     }
   } end_lookups{*lookups, wake.get()};
 
