@@ -23,7 +23,37 @@
 #include <string>
 #include <utility>
 
+// GCC says __SANITIZE_THREAD__, clang __has_feature(thread_sanitizer).
+#if defined(__SANITIZE_THREAD__)
+#define FAULTS_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FAULTS_UNDER_TSAN 1
+#endif
+#endif
+#ifdef FAULTS_UNDER_TSAN
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
+
 namespace {
+
+// TSan's own symbolizer closes the files it reads with close(), that is with the one below. It
+// does so while it holds its report lock, writing up a report, and it does not see the locks
+// taken inside: the registry's accesses there would look racy, and a second report under the
+// first one's lock never returns (the test process hangs until ctest's timeout instead of
+// failing, or passing when the first report is suppressed). The registry's work in close() is
+// hidden from TSan; its lock keeps it right.
+struct unchecked_by_tsan {
+#ifdef FAULTS_UNDER_TSAN
+  unchecked_by_tsan() { __tsan_ignore_thread_begin(); }
+  ~unchecked_by_tsan() { __tsan_ignore_thread_end(); }
+#else
+  unchecked_by_tsan() = default;
+#endif
+  unchecked_by_tsan(const unchecked_by_tsan&) = delete;
+  unchecked_by_tsan& operator=(const unchecked_by_tsan&) = delete;
+};
 
 // The next definitions (libc's, or a sanitizer's interceptor in front of it).
 struct next_functions {
@@ -474,6 +504,7 @@ int accept4(int listener, sockaddr* addr, socklen_t* len, int flags) {
 
 int close(int fd) {
   {
+    [[maybe_unused]] unchecked_by_tsan unchecked;
     auto& r = reg();
     std::lock_guard lock(r.m);
     r.fds.erase(fd);
