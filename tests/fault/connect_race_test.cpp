@@ -27,18 +27,6 @@
 #include "comm/comm.hpp"
 #include "fault/socket_faults.hpp"
 
-// GCC says __SANITIZE_THREAD__, clang __has_feature(thread_sanitizer).
-#if defined(__SANITIZE_THREAD__)
-#define RACE_TEST_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RACE_TEST_UNDER_TSAN 1
-#endif
-#endif
-#ifndef RACE_TEST_UNDER_TSAN
-#define RACE_TEST_UNDER_TSAN 0
-#endif
-
 namespace {
 
 using namespace std::chrono_literals;
@@ -632,7 +620,7 @@ TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
 // fork() copies only the calling thread, so a child made after lookups ran has none of the lookup
 // threads: it must start threads of its own, or every lookup with a timeout would time out there.
 TEST_F(SlowLookup, AForkedChildLooksUpOnThreadsOfItsOwn) {
-#if RACE_TEST_UNDER_TSAN
+#if FAULTS_UNDER_TSAN
   GTEST_SKIP() << "ThreadSanitizer stops a child that starts threads after a multi-threaded fork";
 #endif
   fault::release_host(host);

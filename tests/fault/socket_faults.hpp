@@ -22,6 +22,19 @@
 // data or room is still there when the stream path polls.
 #pragma once
 
+// FAULTS_UNDER_TSAN: 1 in a ThreadSanitizer build, else 0 (GCC says __SANITIZE_THREAD__, clang
+// __has_feature(thread_sanitizer)).
+#if defined(__SANITIZE_THREAD__)
+#define FAULTS_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FAULTS_UNDER_TSAN 1
+#endif
+#endif
+#ifndef FAULTS_UNDER_TSAN
+#define FAULTS_UNDER_TSAN 0
+#endif
+
 #include <cstdint>
 #include <limits>
 #include <string>

@@ -23,15 +23,7 @@
 #include <string>
 #include <utility>
 
-// GCC says __SANITIZE_THREAD__, clang __has_feature(thread_sanitizer).
-#if defined(__SANITIZE_THREAD__)
-#define FAULTS_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define FAULTS_UNDER_TSAN 1
-#endif
-#endif
-#ifdef FAULTS_UNDER_TSAN
+#if FAULTS_UNDER_TSAN
 extern "C" void __tsan_ignore_thread_begin();
 extern "C" void __tsan_ignore_thread_end();
 #endif
@@ -45,7 +37,7 @@ namespace {
 // failing, or passing when the first report is suppressed). The registry's work in close() is
 // hidden from TSan; its lock keeps it right.
 struct unchecked_by_tsan {
-#ifdef FAULTS_UNDER_TSAN
+#if FAULTS_UNDER_TSAN
   unchecked_by_tsan() { __tsan_ignore_thread_begin(); }
   ~unchecked_by_tsan() { __tsan_ignore_thread_end(); }
 #else
