@@ -305,9 +305,9 @@ TEST_P(ConnectRace, Blocking) {
 }
 
 TEST_P(ConnectRace, Async) {
+  race_result r;  // outlives the loop: a callback after a failed wait finds it
   async_test::loop_thread lt("race");
   const int fds_before = async_test::count_open_fds();
-  race_result r;
   comm::async_connect_options o;
   o.connect_timeout = c.timeout;
   o.attempt_delay = c.attempt_delay;
@@ -412,8 +412,8 @@ connect_outcome connect_by(connect_kind kind, const std::string& host, std::uint
     out.millis = millis_since(t0);
     return out;
   }
+  race_result r;  // outlives the loop: a callback after a failed wait finds it
   async_test::loop_thread lt("split");
-  race_result r;
   comm::async_connect_options o;
   o.connect_timeout = timeout;
   o.attempt_delay = attempt_delay;
@@ -550,8 +550,8 @@ class SlowLookup : public ::testing::Test {
 // The same for the asynchronous connect, with a loop and the connect's outcome.
 class AsyncSlowLookup : public SlowLookup {
  protected:
+  race_result r;  // outlives the loop: a callback after a failed wait finds it
   async_test::loop_thread lt{"lookup"};
-  race_result r;
 };
 
 // The blocking connect's timeout covers the lookup too: getaddrinfo has no timeout of its own.
