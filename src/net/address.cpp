@@ -106,13 +106,22 @@ std::string ip_address::to_string() const {
   }
   ::inet_ntop(AF_INET6, bytes_.data(), buf, sizeof buf);
   std::string s = buf;
-  if (scope_id_ != 0) s += "%" + std::to_string(scope_id_);
+  if (scope_id_ != 0) {
+    s += '%';
+    s += std::to_string(scope_id_);
+  }
   return s;
 }
 
+// Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, a false positive) on "[" + string.
 std::string endpoint::to_string() const {
-  if (address.is_v6()) return "[" + address.to_string() + "]:" + std::to_string(port);
-  return address.to_string() + ":" + std::to_string(port);
+  std::string s;
+  if (address.is_v6()) s += '[';
+  s += address.to_string();
+  if (address.is_v6()) s += ']';
+  s += ':';
+  s += std::to_string(port);
+  return s;
 }
 
 namespace detail {

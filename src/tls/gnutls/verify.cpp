@@ -63,7 +63,7 @@ certificate_data data_of(gnutls_x509_crt_t crt) {
       d.serial_number += hex[serial[i] >> 4];
       d.serial_number += hex[serial[i] & 15];
     }
-    if (d.serial_number.empty()) d.serial_number = "0";
+    if (d.serial_number.empty()) d.serial_number.push_back('0');  // not = "0": GCC 12 -O3 -Wrestrict
   }
   d.not_before = std::chrono::system_clock::from_time_t(gnutls_x509_crt_get_activation_time(crt));
   d.not_after = std::chrono::system_clock::from_time_t(gnutls_x509_crt_get_expiration_time(crt));
