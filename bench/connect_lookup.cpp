@@ -5,42 +5,22 @@
 // variable there, an eventfd back, as the lookup threads do). Rounds alternate the cases, so machine
 // noise hits all alike; each figure is the median over rounds of a round's median.
 //
-//   bench_connect_lookup [--name NAME] [--connects N] [--rounds N]
+//   bench_connect_lookup [--name=NAME] [--connects=N] [--rounds=N]
 //
 // NAME must resolve to 127.0.0.1 (default "localhost").
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <condition_variable>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <functional>
-#include <mutex>
-#include <string>
-#include <thread>
-#include <vector>
 
 #include "comm/net.hpp"
+#include "common/bench_common.hpp"
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-double micros_since(clock_type::time_point t0) {
-  return std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // A thread that waits on a condition variable and answers through an eventfd.
 class handoff_thread {
@@ -91,16 +71,19 @@ class handoff_thread {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string name = "localhost";
-  int connects = 1000;
-  int rounds = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--name") == 0) name = argv[i + 1];
-    else if (std::strcmp(argv[i], "--connects") == 0) connects = std::atoi(argv[i + 1]);
-    else if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::atoi(argv[i + 1]);
+  std::string name;
+  long long connects = 0;
+  long long rounds = 0;
+  try {
+    const bench::args a(argc, argv);
+    name = a.str("name", "localhost");
+    connects = a.num("connects", 1000);
+    rounds = a.num("rounds", 5);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
   }
   if (connects < 1 || rounds < 1) {
-    std::fprintf(stderr, "usage: bench_connect_lookup [--name NAME] [--connects N] [--rounds N]\n");
+    std::fprintf(stderr, "usage: bench_connect_lookup [--name=NAME] [--connects=N] [--rounds=N]\n");
     return 2;
   }
   auto listener = comm::tcp_listener::open("0", {.address = "127.0.0.1", .backlog = 4096});
@@ -129,26 +112,26 @@ int main(int argc, char** argv) {
   cases.push_back({"thread hand-off and back (no connect)", [&] { handoff.round_trip(); }, {}});
 
   for (auto& c : cases) c.one();  // start the lookup threads, warm the resolver
-  for (int r = 0; r < rounds; ++r) {
+  for (long long r = 0; r < rounds; ++r) {
     for (auto& c : cases) {
       std::vector<double> us;
-      us.reserve(connects);
-      for (int i = 0; i < connects; ++i) {
-        const auto t0 = clock_type::now();
+      us.reserve(static_cast<std::size_t>(connects));
+      for (long long i = 0; i < connects; ++i) {
+        const auto t0 = bench::clock::now();
         c.one();
-        us.push_back(micros_since(t0));
+        us.push_back(bench::seconds_since(t0) * 1e6);
       }
-      c.round_medians.push_back(median(std::move(us)));
+      c.round_medians.push_back(bench::percentile(us, 50));
     }
   }
   stop = true;
   acceptor.join();
 
-  const double literal = median(cases[0].round_medians);
-  std::printf("%d rounds of %d each, NAME = %s; median over rounds of each round's median\n", rounds, connects,
-              name.c_str());
+  const double literal = bench::percentile(cases[0].round_medians, 50);
+  std::printf("%lld rounds of %lld each, NAME = %s; median over rounds of each round's median\n", rounds,
+              connects, name.c_str());
   for (std::size_t i = 0; i < cases.size(); ++i) {
-    const double m = median(cases[i].round_medians);
+    const double m = bench::percentile(cases[i].round_medians, 50);
     if (i + 1 < cases.size())
       std::printf("%-48s %8.1f us  %+8.1f us over the literal\n", cases[i].what, m, m - literal);
     else
