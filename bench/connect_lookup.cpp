@@ -1,6 +1,6 @@
 // What a blocking connect by host name costs over one by address literal, on loopback: the name
-// looked up on the lookup threads (the default for a name, which is looked up for both families with
-// an IPv4-only lookup beside it), in the calling thread (one family asked for, no timeout), and the
+// looked up on the lookup threads (the default for a name, which is looked up for both families,
+// with an IPv4-only lookup beside it only when that is slow), in the calling thread (one family asked for, no timeout), and the
 // floor of any thread-based lookup here: one hand-off to a waiting thread and back (a condition
 // variable there, an eventfd back, as the lookup threads do). Rounds alternate the cases, so machine
 // noise hits all alike; each figure is the median over rounds of a round's median.

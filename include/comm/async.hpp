@@ -264,8 +264,8 @@ std::optional<std::error_code> async_io_state_shutdown(async_io_state& state, di
 
 // ---------------------------------------------------------------------------------------------
 // Connecting. A host name is resolved on lookup threads shared by every collection (getaddrinfo
-// may wait seconds on DNS), with an IPv4-only lookup beside as connect_options says, so the loop
-// goes on meanwhile; a numeric address is used at once. The connects are non-blocking, the
+// may wait seconds on DNS), with an IPv4-only lookup beside it when it is slow, as connect_options
+// says, so the loop goes on meanwhile; a numeric address is used at once. The connects are non-blocking, the
 // addresses racing as attempt_delay says; connect_timeout covers the resolution and the connects.
 // Then (with ssl_ctx) the TLS handshake runs on the loop. The callback runs from the loop with the
 // open state and no error, or with nullptr and the error (socket_connect_error,

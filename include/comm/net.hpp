@@ -99,12 +99,12 @@ class socket_handle {
 struct connect_options {
   // Connect timeout: the name's lookups (on lookup threads, waited for until then) and every
   // address together; none = the OS's. Without a timeout and with one family wanted (`family`),
-  // the name is looked up in the calling thread, with no IPv4 lookup beside.
+  // the name is looked up in the calling thread, with no IPv4 lookup beside it.
   std::optional<milliseconds> timeout{};
-  // Happy Eyeballs (RFC 8305). Beside the lookup of a host name for both families, an IPv4-only
-  // one runs; when it answers first, the connect starts on it 50 ms later unless the other answer
-  // comes meanwhile (so a DNS server that drops AAAA queries costs 50 ms, not its retries), and
-  // the IPv6 addresses join when they come. After attempt_delay without an answer from one address
+  // Happy Eyeballs (RFC 8305). When the lookup of a host name for both families has not answered
+  // within 50 ms, an IPv4-only one starts beside it, and the connect starts on whichever answers
+  // first (so a DNS server that drops AAAA queries costs 50 ms and an A query, not its retries);
+  // IPv6 addresses that come later join. After attempt_delay without an answer from one address
   // the next one is tried too, and the first to connect wins, so that an address that stalls (IPv6
   // without a route, a host that drops SYNs) costs this delay, not the timeout. A failure starts
   // the next at once. The families take turns from the resolver's first address on. none = one

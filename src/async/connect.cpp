@@ -68,7 +68,7 @@ class connector final : public std::enable_shared_from_this<connector> {
       fail(std::current_exception());
       return;
     }
-    if (!lookups_->on_threads()) answers_in();
+    answers_in();  // what is in already, or the timer for the IPv4 lookup
   }
 
   // Takes the lookups' answers: the first targets start the race, later ones join it.
@@ -84,7 +84,7 @@ class connector final : public std::enable_shared_from_this<connector> {
       return;
     }
     more_coming_ = news.more_coming;
-    if (news.wait_until) {  // an IPv4 answer waits a little for the one of both families
+    if (news.wait_until) {  // the IPv4 lookup is due then, if no answer comes first
       c_.cancel_timer(resolution_timer_);
       resolution_timer_ = c_.add_timer(*news.wait_until, [self = shared_from_this()] {
         self->resolution_timer_ = self->c_.no_timer();

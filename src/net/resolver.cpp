@@ -1,7 +1,8 @@
 // Name lookups off the caller's thread: getaddrinfo has no timeout of its own and may wait seconds
 // on DNS. The blocking connect waits for lookups only until its deadline; the event loops hand
-// lookups over and go on. Beside a connect's lookup of both families, an IPv4 one runs, so that
-// the connect can start without waiting for a slow IPv6 answer (RFC 8305, section 3).
+// lookups over and go on. When a connect's lookup of both families is slow, an IPv4 one starts
+// beside it, so that the connect can go on without waiting for a slow IPv6 answer (RFC 8305,
+// section 3).
 #include <pthread.h>
 
 #include <algorithm>
@@ -117,43 +118,43 @@ bool connect_lookups::splits(const connect_query& q) {
   return q.family == address_family::any && is_host_name(q.host) && !is_host_name(q.local_address);
 }
 
-// The lookups: [0] as asked (both families, as before), [1] IPv4 only, beside it.
+// The lookups: [0] as asked (both families, as before), [1] IPv4 only, started by take when due.
 std::shared_ptr<connect_lookups> connect_lookups::start(const connect_query& q, std::function<void()> answered,
                                                         bool in_caller) {
   auto l = std::make_shared<connect_lookups>();
-  const bool split = !in_caller && splits(q);
-  if (split)
+  l->query_ = q;
+  if (!in_caller && splits(q))
     l->answers_ = {answer(q.family), answer(address_family::ipv4)};
   else
     l->answers_ = {answer(q.family)};
-  auto here = [&](std::size_t i) {
-    connect_query one = q;
-    one.family = l->answers_[i].family;
-    auto [found, error] = look_up_kept(one);
-    l->store(i, std::move(found), std::move(error), false);
-  };
-  if (in_caller || !needs_lookup_thread(q)) {
-    here(0);
-    return l;
-  }
-  l->answered_ = std::move(answered);
-  for (std::size_t i = 0; i < l->answers_.size(); ++i) {
-    connect_query one = q;
-    one.family = l->answers_[i].family;
+  l->ipv4_due_ = clock::now() + resolution_delay;
+  l->on_threads_ = !in_caller && needs_lookup_thread(q);
+  if (l->on_threads_) l->answered_ = std::move(answered);
+  l->launch(0);
+  return l;
+}
+
+void connect_lookups::launch(std::size_t i) {
+  connect_query one = query_;
+  one.family = answers_[i].family;  // written once, in start
+  if (on_threads_) {
     try {
+      auto self = shared_from_this();
       look_up_elsewhere(
           std::move(one),
-          [l, i](connect_lookup found, std::exception_ptr error) { l->store(i, std::move(found), std::move(error), true); },
-          [l, i] {
-            std::lock_guard lock(l->m_);
-            return !l->abandoned_ && !(i == 1 && l->ipv4_not_needed());
+          [self, i](connect_lookup found, std::exception_ptr error) {
+            self->store(i, std::move(found), std::move(error), true);
+          },
+          [self, i] {
+            std::lock_guard lock(self->m_);
+            return !self->abandoned_ && !(i == 1 && self->ipv4_not_needed());
           });
-      l->on_threads_ = true;
+      return;
     } catch (const std::system_error&) {  // no lookup thread could be started: here, then
-      here(i);
     }
   }
-  return l;
+  auto [found, error] = look_up_kept(one);
+  store(i, std::move(found), std::move(error), false);
 }
 
 void connect_lookups::store(std::size_t i, connect_lookup found, std::exception_ptr error, bool notify) {
@@ -162,7 +163,6 @@ void connect_lookups::store(std::size_t i, connect_lookup found, std::exception_
     std::lock_guard lock(m_);
     auto& a = answers_[i];
     a.answered = true;
-    a.at = clock::now();
     a.found = std::move(found);
     a.error = std::move(error);
     if (notify && answered_) {
@@ -188,34 +188,39 @@ void connect_lookups::abandon() {
 }
 
 connect_lookups::news connect_lookups::take(clock::time_point now) {
-  std::lock_guard lock(m_);
   news n;
-  n.more_coming = more_coming();
-  if (!given_any_) {
+  {
+    std::lock_guard lock(m_);
+    n.more_coming = more_coming();
     const bool any_targets =
         std::any_of(answers_.begin(), answers_.end(), [](const answer& a) { return a.answered && !a.error; });
-    if (!any_targets) {
-      if (!n.more_coming) n.failure = answers_[0].error;  // the lookup of both families, as before
-      return n;
-    }
-    if (answers_.size() == 2) {  // only the IPv4 answer is in: it waits the resolution delay
-      const auto& both = answers_[0];
-      const auto& v4 = answers_[1];
-      if (!both.answered && now < v4.at + resolution_delay) {
-        n.wait_until = v4.at + resolution_delay;
+    if (!given_any_ && !any_targets) {
+      // Nothing to connect to yet. The IPv4 lookup starts once the other has failed or has had
+      // the resolution delay.
+      if (answers_.size() == 2 && !answers_[1].started) {
+        if (!answers_[0].answered && now < ipv4_due_) {
+          n.wait_until = ipv4_due_;
+          return n;
+        }
+        answers_[1].started = true;
+      } else {
+        if (!n.more_coming) n.failure = answers_[0].error;  // the lookup of both families, as before
         return n;
       }
+    } else {
+      for (auto& a : answers_) {
+        if (!a.answered || a.given) continue;
+        a.given = true;
+        if (a.error) continue;
+        if (!given_any_) n.local = a.found.local;
+        given_any_ = true;
+        n.targets.insert(n.targets.end(), a.found.targets.begin(), a.found.targets.end());
+      }
+      return n;
     }
   }
-  for (auto& a : answers_) {
-    if (!a.answered || a.given) continue;
-    a.given = true;
-    if (a.error) continue;
-    if (!given_any_) n.local = a.found.local;
-    given_any_ = true;
-    n.targets.insert(n.targets.end(), a.found.targets.begin(), a.found.targets.end());
-  }
-  return n;
+  launch(1);  // unlocked: without a lookup thread, it stores its answer here
+  return take(now);
 }
 
 }  // namespace comm::detail

@@ -85,22 +85,25 @@ bool is_host_name(std::string_view host);
 bool needs_lookup_thread(const connect_query& q);
 
 // The lookups of one connect. getaddrinfo for both families asks DNS for both and waits for both
-// answers, so a DNS server that drops AAAA queries holds it for its retries (5 s and more). Beside
-// that lookup, a host name with both families wanted therefore has an IPv4-only one (RFC 8305,
-// section 3): when the IPv4 answer comes first and the other has not come within the resolution
-// delay, the connect starts on it, and the other's addresses join later. Looking the IPv6
-// addresses up apart instead would ask DNS about names that /etc/hosts has for IPv4 only, which
-// the lookup of both families does not. Names go to the lookup threads; literals are looked up at
-// once, in start.
-class connect_lookups {
+// answers, so a DNS server that drops AAAA queries holds it for its retries (5 s and more). A host
+// name with both families wanted therefore gets an IPv4-only lookup too (RFC 8305, section 3),
+// started only when the lookup of both families has not answered within the resolution delay (or
+// has failed): the connect starts on its answer, and the other's addresses join later. Started at
+// once, it would cost every connect by name a second lookup (a second query to DNS) and a second
+// wake-up of the caller, for nothing whenever the answer for both families comes in time. Looking
+// the IPv6 addresses up apart instead would ask DNS about names that /etc/hosts has for IPv4 only,
+// which the lookup of both families does not. Names go to the lookup threads; literals are looked
+// up at once, in start.
+class connect_lookups : public std::enable_shared_from_this<connect_lookups> {
  public:
-  // How long an IPv4 answer waits for the one of both families before the connect starts on it.
+  // How long the lookup of both families has before the IPv4 one starts; the connect starts on
+  // the IPv4 answer as soon as it comes.
   static constexpr std::chrono::milliseconds resolution_delay{50};
-  // Whether an IPv4 lookup runs beside: both families wanted, the host a name, and the local
+  // Whether an IPv4 lookup may run beside: both families wanted, the host a name, and the local
   // address not one (it would be looked up twice).
   static bool splits(const connect_query& q);
-  // answered() runs on a lookup thread after each answer (not for those looked up in start).
-  // in_caller: look names up in the calling thread, one getaddrinfo for both families (the
+  // answered() runs on a lookup thread after each answer (not for those looked up in start or
+  // take). in_caller: look names up in the calling thread, one getaddrinfo for both families (the
   // blocking connect without a timeout, as before these lookups had threads).
   static std::shared_ptr<connect_lookups> start(const connect_query& q, std::function<void()> answered,
                                                 bool in_caller = false);
@@ -108,40 +111,42 @@ class connect_lookups {
     std::vector<endpoint> targets;     // answered since the last take, in the resolver's order
     std::optional<local_side> local;   // with the first targets
     bool more_coming = false;          // a lookup has not answered yet
-    std::optional<clock::time_point> wait_until;  // no targets yet: the resolution delay's end
+    std::optional<clock::time_point> wait_until;  // no targets yet: when to take again (the
+                                                  // IPv4 lookup is due then)
     std::exception_ptr failure;        // every lookup has failed: the error of the one of both
                                        // families, as without the IPv4 lookup
   };
-  // What has come in. Before the first targets are given out, an IPv4 answer is held back until
-  // the answer for both families comes or the resolution delay has passed (wait_until).
+  // What has come in. Starts the IPv4 lookup once it is due: the caller takes again at wait_until,
+  // and after each answer.
   news take(clock::time_point now);
   // The connect has ended: lookups still queued are dropped.
   void abandon();
-  // Whether the lookups run on lookup threads (else every answer was in by start's return).
-  bool on_threads() const { return on_threads_; }
 
  private:
   struct answer {
     explicit answer(address_family f) : family(f) {}
     address_family family;
-    bool answered = false, given = false;
-    clock::time_point at{};
+    bool started = false, answered = false, given = false;
     connect_lookup found;
     std::exception_ptr error;
   };
+  // Starts lookup i on a lookup thread, or looks it up here if no thread can be started.
+  void launch(std::size_t i);
   void store(std::size_t i, connect_lookup found, std::exception_ptr error, bool notify);
   // Under m_: the lookup of both families has found addresses, which include the IPv4 ones, so the
   // IPv4 lookup is dropped if still queued, and not waited for.
   bool ipv4_not_needed() const { return answers_[0].answered && !answers_[0].error; }
-  // Under m_: an answer that counts has yet to come.
+  // Under m_: an answer that counts has yet to come (the IPv4 lookup counts before it starts).
   bool more_coming() const {
     return !answers_[0].answered || (answers_.size() == 2 && !answers_[1].answered && !ipv4_not_needed());
   }
   std::mutex m_;
+  connect_query query_;
   std::vector<answer> answers_;  // the family asked (maybe both), and with splits() IPv4
+  clock::time_point ipv4_due_{};  // when the IPv4 lookup starts if no answer has come
   bool given_any_ = false;
   bool abandoned_ = false;
-  bool on_threads_ = false;
+  bool on_threads_ = false;  // written once, in start
   std::function<void()> answered_;
 };
 

@@ -87,9 +87,9 @@ struct connect_attempt {
 
 }  // namespace
 
-// Happy Eyeballs (RFC 8305). Beside the lookup of both families an IPv4-only one runs (section 3),
-// and the connect starts on the first answer (the IPv4 one after the resolution delay, unless the
-// other comes meanwhile); addresses that come later join in. The targets, families alternating,
+// Happy Eyeballs (RFC 8305). When the lookup of both families has not answered within the
+// resolution delay, an IPv4-only one starts beside it (section 3), and the connect starts on the
+// first answer; addresses that come later join in. The targets, families alternating,
 // start one after another (sections 4 and 5): the next one when an attempt has failed or the last
 // one has had attempt_delay without an answer. Those started stay in the race, and the first to
 // connect wins. Without attempt_delay, each target has until its answer (or the deadline) before
@@ -240,7 +240,7 @@ socket_handle connect_to_tcp_server(std::string_view host, std::string_view serv
     }
     if (rc == 0) {
       if (deadline && detail::clock::now() >= *deadline) throw timed_out(got_targets ? "" : " resolving the name");
-      continue;  // the attempt delay or the resolution delay is over
+      continue;  // the attempt delay is over, or the IPv4 lookup is due
     }
     if (polled.size() > racing.size() && polled.back().revents != 0) {  // a lookup has answered
       std::uint64_t n;

@@ -5,6 +5,7 @@
 // succeeds nor fails, as toward an address without a route. The fault layer also records the
 // addresses that connect() was called with, in order.
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -379,7 +380,7 @@ TEST(AsyncHappyEyeballs, ClosingTheCollectionMidRaceClosesEveryAttempt) {
   EXPECT_FALSE(lt.call([&] { return called; }));
 }
 
-// ---- an IPv4 lookup beside the one of both families (RFC 8305, section 3), by both connects
+// ---- an IPv4 lookup beside a slow one of both families (RFC 8305, section 3), by both connects
 
 enum class connect_kind { blocking, async };
 
@@ -432,9 +433,9 @@ class SplitLookup : public ::testing::TestWithParam<connect_kind> {
   const std::string host = test_host_name("split");
 };
 
-// AAAA queries go unanswered: the lookup of both families waits for them, the IPv4 one does not.
-// Its answer waits the resolution delay (50 ms) for the other, then the connect goes on without
-// it, long before the other's 10 s.
+// AAAA queries go unanswered: the lookup of both families waits for them. After the resolution
+// delay (50 ms) an IPv4 lookup starts, which does not wait for them, and the connect goes on with
+// its answer, long before the other's 10 s.
 TEST_P(SplitLookup, AnIPv4AnswerGoesAloneAfterTheResolutionDelay) {
   comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
   const std::uint16_t port = port_of_listener(good);
@@ -447,9 +448,44 @@ TEST_P(SplitLookup, AnIPv4AnswerGoesAloneAfterTheResolutionDelay) {
   EXPECT_GE(out.millis, 50);
   EXPECT_LT(out.millis, 5000);
   EXPECT_EQ(fault::resolutions_of(host, AF_UNSPEC), 0u);
+  EXPECT_EQ(fault::lookups_of(host, AF_INET), 1u);
   EXPECT_EQ(fault::connects_to(port), (strings{"127.0.0.1"}));
   EXPECT_EQ(accepted_from(good), "127.0.0.1");
   fault::release_host(host, AF_INET6);
+}
+
+// The answer for both families comes within the resolution delay: no IPv4 lookup starts, so a
+// connect by name asks DNS once for each family, not twice for IPv4, and its caller is woken once.
+TEST_P(SplitLookup, AnAnswerWithinTheResolutionDelayIsTheOnlyLookup) {
+  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host(host, {"127.0.0.1"});
+  const auto out = connect_by(GetParam(), host, port, 250ms, 10s);
+  EXPECT_EQ(out.error, "");
+  EXPECT_EQ(out.peer, "127.0.0.1");
+  EXPECT_EQ(fault::lookups_of(host, AF_UNSPEC), 1u);
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
+  // A connect slower than the delay (a loaded machine) may have started the IPv4 lookup, rightly.
+  if (out.millis >= 50) GTEST_SKIP() << "the connect took " << out.millis << " ms, the IPv4 lookup was due";
+  EXPECT_EQ(fault::lookups_of(host, AF_INET), 0u);
+}
+
+// The lookup of both families fails (a DNS error for one of its two queries fails it all): the
+// IPv4 lookup starts then, and the connect goes on with its answer; the failure is not reported.
+TEST_P(SplitLookup, AFailedLookupOfBothFamiliesLeavesTheIPv4One) {
+  comm::socket_handle good = race_listener("127.0.0.1", 0, 8);
+  const std::uint16_t port = port_of_listener(good);
+  fault::scope faults;
+  fault::fake_host(host, {"::1", "127.0.0.1"});
+  fault::fail_host(host, AF_UNSPEC, EAI_AGAIN);
+  const auto out = connect_by(GetParam(), host, port, 250ms, 10s);
+  EXPECT_EQ(out.error, "");
+  EXPECT_EQ(out.peer, "127.0.0.1");
+  EXPECT_EQ(fault::resolutions_of(host, AF_UNSPEC), 1u);
+  EXPECT_EQ(fault::lookups_of(host, AF_INET), 1u);
+  EXPECT_LT(out.millis, 5000);
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
 }
 
 // The answer for both families comes while the race runs on the IPv4 addresses: its IPv6 address

@@ -92,6 +92,9 @@ void fake_host(const std::string& name, std::vector<std::string> addresses);
 // resolutions_of those of a fake host that have returned; with a family, those that asked for it.
 void hold_host(const std::string& name, int family = 0);
 void release_host(const std::string& name, int family = 0);
+// getaddrinfo for a fake host fails with eai_code (EAI_AGAIN, ...) when it asks for exactly that
+// family (AF_UNSPEC: both), until clear().
+void fail_host(const std::string& name, int family, int eai_code);
 // An IPv4-only lookup of name waits (10 s at most) until one for both families has returned: the
 // order in which a connect that runs both gets the answers, made fixed.
 void both_families_answer_first(const std::string& name);

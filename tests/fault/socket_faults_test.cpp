@@ -107,6 +107,7 @@ struct registry {
   std::map<std::string, std::vector<std::string>> hosts;       // fake_host
   std::set<std::pair<std::string, int>> held;                   // hold_host: (name, family)
   std::set<std::string> both_first;                              // both_families_answer_first
+  std::map<std::pair<std::string, int>, int> failing;           // fail_host: (name, family) -> EAI_*
   std::map<std::pair<std::string, int>, std::uint64_t> lookups;      // lookups_of: (name, family asked)
   std::map<std::pair<std::string, int>, std::uint64_t> resolutions;  // resolutions_of
   std::condition_variable released;
@@ -214,6 +215,7 @@ void clear() {
   r.connects.clear();
   r.held.clear();
   r.both_first.clear();
+  r.failing.clear();
   r.lookups.clear();
   r.resolutions.clear();
   r.released.notify_all();
@@ -229,6 +231,12 @@ void both_families_answer_first(const std::string& name) {
   auto& r = reg();
   std::lock_guard lock(r.m);
   r.both_first.insert(name);
+}
+
+void fail_host(const std::string& name, int family, int eai_code) {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  r.failing[{name, family}] = eai_code;
 }
 
 void release_host(const std::string& name, int family) {
@@ -446,6 +454,12 @@ int getaddrinfo(const char* node, const char* service, const addrinfo* hints, ad
         return r.both_first.count(node) == 0 || r.resolutions[{node, AF_UNSPEC}] > 0;  // or cleared
       });
   }
+  int fails = 0;
+  if (node != nullptr) {
+    std::lock_guard lock(r.m);
+    auto it = r.failing.find({node, family});
+    if (it != r.failing.end()) fails = it->second;
+  }
   if (!fake) return next().getaddrinfo(node, service, hints, res);
   struct counted {  // counts the lookup once it returns
     registry& r;
@@ -457,6 +471,7 @@ int getaddrinfo(const char* node, const char* service, const addrinfo* hints, ad
       r.released.notify_all();
     }
   } count{r, node, family};
+  if (fails != 0) return fails;
   addrinfo h = hints != nullptr ? *hints : addrinfo{};
   h.ai_flags = (h.ai_flags | AI_NUMERICHOST) & ~AI_CANONNAME;
   addrinfo* head = nullptr;
