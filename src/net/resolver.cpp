@@ -20,8 +20,18 @@ namespace {
 
 // A few threads, started on first use and shared by every caller, take the lookups in order.
 // Never destroyed: its threads wait on it until the process ends.
+//
+// At most max_threads lookups that are still wanted run at a time. A lookup whose connect has
+// given up while it runs (a timeout, with a DNS server that does not answer) holds its thread
+// until getaddrinfo returns, glibc's retries later (10 s by default); such a thread does not count,
+// so that lookups abandoned this way cannot keep the queue waiting, up to max_all threads in all.
+// Threads above max_threads end once they find nothing to do.
 class resolver_pool {
  public:
+  struct job {
+    std::function<void()> run;      // does not throw
+    std::function<bool()> wanted;   // false: dropped if queued, not counted if running
+  };
   static resolver_pool& instance() {
     // A child of fork() has none of the parent's threads, and this pool's lock may have been held
     // by one of them: the child starts a pool of its own (the old one is left untouched).
@@ -32,40 +42,68 @@ class resolver_pool {
     (void)registered;
     return *current();
   }
-  void submit(std::function<void()> job) {
+  void submit(job j) {
     std::lock_guard lock(m_);
-    jobs_.push_back(std::move(job));
-    if (idle_ < jobs_.size() && threads_ < max_threads) {
-      try {
-        std::thread([this] { work(); }).detach();
-        ++threads_;
-        return;
-      } catch (const std::system_error&) {
-        if (threads_ == 0) {  // no thread to take it: the caller does the lookup itself
-          jobs_.pop_back();
-          throw;
-        }
+    jobs_.push_back(std::move(j));
+    try {
+      if (start_thread_if_due()) return;
+    } catch (const std::system_error&) {
+      if (threads_ == 0) {  // no thread to take it: the caller does the lookup itself
+        jobs_.pop_back();
+        throw;
       }
     }
     cv_.notify_one();
   }
+  // A lookup has been given up: if it runs, a queued one may take its place.
+  void reconsider() noexcept {
+    std::lock_guard lock(m_);
+    try {
+      start_thread_if_due();
+    } catch (const std::system_error&) {  // the lookups queued wait for a thread to be free
+    }
+  }
 
  private:
-  static constexpr std::size_t max_threads = 4;
+  static constexpr std::size_t max_threads = 4, max_all = 32;
+  // Under m_: starts a thread when a queued lookup has none to take it and fewer than max_threads
+  // wanted lookups run. Throws std::system_error if the thread cannot be started.
+  bool start_thread_if_due() {
+    if (idle_ >= jobs_.size() || threads_ >= max_all || threads_ - idle_ - given_up() >= max_threads) return false;
+    std::thread([this] { work(); }).detach();
+    ++threads_;
+    return true;
+  }
   void work() {
     ::pthread_setname_np(::pthread_self(), "comm resolver");
+    std::function<bool()> wanted;  // the running lookup's, in running_ while it runs
     std::unique_lock lock(m_);
     for (;;) {
       ++idle_;
       cv_.wait(lock, [this] { return !jobs_.empty(); });
       --idle_;
-      auto job = std::move(jobs_.front());
+      auto j = std::move(jobs_.front());
       jobs_.pop_front();
+      wanted = std::move(j.wanted);
+      running_.push_back(&wanted);
       lock.unlock();
-      job();  // does not throw
-      job = nullptr;
+      if (wanted()) j.run();
+      j.run = nullptr;
       lock.lock();
+      running_.erase(std::find(running_.begin(), running_.end(), &wanted));
+      {  // what it holds (the lookup, maybe its connect) goes unlocked, as the job's has
+        auto drop = std::move(wanted);
+        wanted = nullptr;
+        lock.unlock();
+      }
+      lock.lock();
+      if (jobs_.empty() && threads_ > max_threads) break;  // back to max_threads once quiet
     }
+    --threads_;
+  }
+  // Under m_: running lookups that are no longer wanted.
+  std::size_t given_up() const {
+    return static_cast<std::size_t>(std::count_if(running_.begin(), running_.end(), [](auto* w) { return !(*w)(); }));
   }
   static resolver_pool*& current() {  // written again only in a forked child
     static resolver_pool* pool = new resolver_pool;
@@ -73,7 +111,8 @@ class resolver_pool {
   }
   std::mutex m_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
+  std::deque<job> jobs_;
+  std::vector<const std::function<bool()>*> running_;
   std::size_t threads_ = 0, idle_ = 0;
 };
 
@@ -103,11 +142,11 @@ std::pair<connect_lookup, std::exception_ptr> look_up_kept(const connect_query& 
 // queue long after the server is back. Throws std::system_error if no thread could be started.
 void look_up_elsewhere(connect_query q, std::function<void(connect_lookup, std::exception_ptr)> done,
                        std::function<bool()> wanted) {
-  resolver_pool::instance().submit([q = std::move(q), done = std::move(done), wanted = std::move(wanted)] {
-    if (!wanted()) return;
-    auto [found, error] = look_up_kept(q);
-    done(std::move(found), std::move(error));
-  });
+  resolver_pool::instance().submit({[q = std::move(q), done = std::move(done)] {
+                                      auto [found, error] = look_up_kept(q);
+                                      done(std::move(found), std::move(error));
+                                    },
+                                    std::move(wanted)});
 }
 
 }  // namespace
@@ -181,10 +220,17 @@ void connect_lookups::store(std::size_t i, connect_lookup found, std::exception_
 
 void connect_lookups::abandon() {
   std::function<void()> drop;
-  std::lock_guard lock(m_);
-  abandoned_ = true;
-  drop = std::move(answered_);
-  answered_ = nullptr;
+  bool unanswered = false;
+  {
+    std::lock_guard lock(m_);
+    abandoned_ = true;
+    drop = std::move(answered_);
+    answered_ = nullptr;
+    unanswered = on_threads_ && (!answers_[0].answered || (answers_.size() == 2 && answers_[1].started &&
+                                                            !answers_[1].answered));
+  }
+  // A lookup of this connect that runs no longer counts: a queued one may have its place.
+  if (unanswered) resolver_pool::instance().reconsider();
 }
 
 connect_lookups::news connect_lookups::take(clock::time_point now) {

@@ -119,7 +119,8 @@ class connect_lookups : public std::enable_shared_from_this<connect_lookups> {
   // What has come in. Starts the IPv4 lookup once it is due: the caller takes again at wait_until,
   // and after each answer.
   news take(clock::time_point now);
-  // The connect has ended: lookups still queued are dropped.
+  // The connect has ended: lookups still queued are dropped, and those running (until getaddrinfo
+  // returns) no longer count against the lookup threads' limit.
   void abandon();
 
  private:

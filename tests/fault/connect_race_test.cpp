@@ -653,6 +653,35 @@ TEST_F(SlowLookup, ALookupAbandonedInTheQueueIsNotRun) {
   EXPECT_EQ(fault::lookups_of("queued.test"), 0u);
 }
 
+// A lookup whose connect gave up while it ran holds its thread until getaddrinfo returns (glibc's
+// retries later, with a DNS server that does not answer). It does not count against the limit of
+// 4 lookup threads, so a burst of connects that time out on a dead DNS server does not hold up
+// the lookups that come after them: a name that answers is still looked up at once.
+TEST_F(SlowLookup, LookupsGivenUpWhileRunningLeaveTheirPlace) {
+  const strings stuck = {"stuck1.test", "stuck2.test", "stuck3.test", "stuck4.test", "stuck5.test"};
+  for (const auto& name : stuck) {
+    fault::fake_host(name, {"127.0.0.1"});
+    fault::hold_host(name);
+    try {
+      (void)comm::open_tcp_stream(name, std::to_string(port), {.timeout = 300ms, .family = comm::address_family::ipv4});
+      FAIL() << "connected";
+    } catch (const comm::socket_connect_error& e) {
+      EXPECT_EQ(std::string(e.what()), "connect to " + name + ":" + std::to_string(port) +
+                                           ": timed out after 300 ms resolving the name: Connection timed out");
+    }
+  }
+  std::uint64_t began = 0;
+  for (const auto& name : stuck) began += fault::lookups_of(name);
+  EXPECT_GE(began, 4u);  // each holds its thread
+  fault::fake_host("answers.test", {"127.0.0.1"});
+  const auto t0 = race_clock::now();
+  comm::socket_stream s = comm::open_tcp_stream("answers.test", std::to_string(port), {.timeout = 5s});
+  EXPECT_EQ(peer_of(s.native_handle()), "127.0.0.1");
+  EXPECT_LT(millis_since(t0), 5000);
+  for (const auto& name : stuck) EXPECT_EQ(fault::resolutions_of(name), 0u) << name;  // still held
+  EXPECT_EQ(accepted_from(good), "127.0.0.1");
+}
+
 // fork() copies only the calling thread, so a child made after lookups ran has none of the lookup
 // threads: it must start threads of its own, or every lookup with a timeout would time out there.
 TEST_F(SlowLookup, AForkedChildLooksUpOnThreadsOfItsOwn) {
